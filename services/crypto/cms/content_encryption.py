@@ -1,0 +1,194 @@
+"""Content encryption: CBC with PKCS#7 padding (RFC 3370, RFC 3565) and AES-GCM.
+
+AES-GCM is used only in AuthEnvelopedData (RFC 5083), with the parameters of RFC 5084
+section 3.2: the authentication tag travels in the `mac` field, apart from the
+ciphertext.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from asn1crypto import core
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
+from cryptography.hazmat.primitives import padding
+from cryptography.hazmat.primitives.ciphers import Cipher, CipherAlgorithm, modes
+from cryptography.hazmat.primitives.ciphers.algorithms import AES
+
+from services.crypto.cms.algorithms import ContentCipher
+from services.crypto.cms.der import decode, translate_errors
+from services.crypto.cms.errors import MalformedCmsError, UnsupportedAlgorithmError
+
+GCM_NONCE_SIZE = 12  # RFC 5084 section 3.2 recommends 12 octets
+GCM_TAG_SIZE = 16
+# RFC 5084 section 3.2: AES-GCM-ICVlen ::= INTEGER (12 | 13 | 14 | 15 | 16)
+_GCM_TAG_SIZES = range(12, 17)
+# cryptography's GCM mode takes nonces of 8 to 128 bytes.
+_GCM_NONCE_SIZES = range(8, 129)
+
+
+class _GcmParameters(core.Sequence):  # type: ignore[misc]
+    """GCMParameters of RFC 5084; the ICV length defaults to 12 octets."""
+
+    _fields = [  # noqa: RUF012 - asn1crypto's class-level schema
+        ("aes_nonce", core.OctetString),
+        ("aes_icvlen", core.Integer, {"optional": True}),
+    ]
+
+
+@dataclass(frozen=True)
+class ContentParameters:
+    """The IV (CBC) or nonce (GCM), and for GCM the tag length in bytes."""
+
+    iv: bytes
+    tag_size: int | None
+
+
+@dataclass(frozen=True)
+class EncryptedContent:
+    """Ciphertext, the contentEncryptionAlgorithm parameters, and the GCM tag."""
+
+    parameters: core.Asn1Value
+    ciphertext: bytes
+    tag: bytes | None
+
+
+def parse_parameters(
+    cipher: ContentCipher, parameters: bytes | None
+) -> ContentParameters:
+    """Read the contentEncryptionAlgorithm parameters of `cipher`."""
+    if parameters is None:
+        raise MalformedCmsError(
+            f"content-encryption algorithm {cipher.name} has no parameters; "
+            "it needs an IV or GCM nonce"
+        )
+    if cipher.mode == "cbc":
+        return _parse_cbc_parameters(cipher, parameters)
+    return _parse_gcm_parameters(cipher, parameters)
+
+
+def _parse_cbc_parameters(
+    cipher: ContentCipher, parameters: bytes
+) -> ContentParameters:
+    iv_value = decode(core.OctetString, parameters, f"{cipher.name} IV")
+    with translate_errors(f"{cipher.name} IV"):
+        iv: bytes = iv_value.native
+    if len(iv) != cipher.block_size:
+        raise MalformedCmsError(
+            f"{cipher.name} IV is {len(iv)} bytes long; it must be {cipher.block_size}"
+        )
+    return ContentParameters(iv, tag_size=None)
+
+
+def _parse_gcm_parameters(
+    cipher: ContentCipher, parameters: bytes
+) -> ContentParameters:
+    gcm = decode(_GcmParameters, parameters, f"{cipher.name} parameters")
+    with translate_errors(f"{cipher.name} parameters"):
+        nonce: bytes = gcm["aes_nonce"].native
+        tag_size: int | None = gcm["aes_icvlen"].native
+    if tag_size is None:
+        tag_size = 12
+    if tag_size not in _GCM_TAG_SIZES:
+        raise MalformedCmsError(
+            f"{cipher.name} ICV length {tag_size} is invalid; RFC 5084 allows 12 to 16"
+        )
+    if len(nonce) not in _GCM_NONCE_SIZES:
+        raise UnsupportedAlgorithmError(
+            cipher.oid,
+            f"{cipher.name} nonce of {len(nonce)} bytes is not supported; the gateway "
+            "reads nonces of 8 to 128 bytes (RFC 5084 recommends 12)",
+        )
+    return ContentParameters(nonce, tag_size)
+
+
+def check_ciphertext(
+    cipher: ContentCipher,
+    params: ContentParameters,
+    ciphertext: bytes,
+    tag: bytes | None,
+) -> None:
+    """Reject ciphertext and tag lengths that no key can decrypt.
+
+    This depends on public lengths only, so it runs before any key is used.
+    """
+    if cipher.mode == "cbc":
+        if not ciphertext or len(ciphertext) % cipher.block_size:
+            raise MalformedCmsError(
+                f"{cipher.name} ciphertext is {len(ciphertext)} bytes long; it must be "
+                f"a positive multiple of {cipher.block_size}"
+            )
+        return
+    if tag is None:
+        raise MalformedCmsError(f"{cipher.name} content needs AuthEnvelopedData")
+    if len(tag) != params.tag_size:
+        raise MalformedCmsError(
+            f"{cipher.name} authentication tag is {len(tag)} bytes long, but the "
+            f"parameters state {params.tag_size}"
+        )
+
+
+def _algorithm(cipher: ContentCipher, key: bytes) -> CipherAlgorithm:
+    if cipher.name == "3des-cbc":
+        return TripleDES(key)
+    return AES(key)
+
+
+def decrypt(
+    cipher: ContentCipher,
+    key: bytes,
+    params: ContentParameters,
+    ciphertext: bytes,
+    tag: bytes | None,
+    associated_data: bytes | None,
+) -> bytes | None:
+    """Decrypt checked ciphertext, or return None for a bad padding or tag."""
+    if len(key) != cipher.key_size:
+        return None
+    if cipher.mode == "gcm":
+        return _decrypt_gcm(key, params, ciphertext, tag or b"", associated_data)
+
+    decryptor = Cipher(_algorithm(cipher, key), modes.CBC(params.iv)).decryptor()
+    padded = decryptor.update(ciphertext) + decryptor.finalize()
+    unpadder = padding.PKCS7(cipher.block_size * 8).unpadder()
+    try:
+        return unpadder.update(padded) + unpadder.finalize()
+    except ValueError:
+        return None
+
+
+def _decrypt_gcm(
+    key: bytes,
+    params: ContentParameters,
+    ciphertext: bytes,
+    tag: bytes,
+    associated_data: bytes | None,
+) -> bytes | None:
+    mode = modes.GCM(params.iv, tag, min_tag_length=len(tag))
+    decryptor = Cipher(AES(key), mode).decryptor()
+    if associated_data is not None:
+        decryptor.authenticate_additional_data(associated_data)
+    plaintext = decryptor.update(ciphertext)
+    try:
+        return plaintext + decryptor.finalize()
+    except InvalidTag:
+        return None
+
+
+def encrypt(cipher: ContentCipher, key: bytes, plaintext: bytes) -> EncryptedContent:
+    """Encrypt `plaintext` under a fresh IV or nonce."""
+    if cipher.mode == "gcm":
+        nonce = os.urandom(GCM_NONCE_SIZE)
+        gcm = Cipher(AES(key), modes.GCM(nonce)).encryptor()
+        ciphertext = gcm.update(plaintext) + gcm.finalize()
+        parameters = _GcmParameters({"aes_nonce": nonce, "aes_icvlen": GCM_TAG_SIZE})
+        return EncryptedContent(parameters, ciphertext, gcm.tag)
+
+    iv = os.urandom(cipher.block_size)
+    padder = padding.PKCS7(cipher.block_size * 8).padder()
+    padded = padder.update(plaintext) + padder.finalize()
+    encryptor = Cipher(_algorithm(cipher, key), modes.CBC(iv)).encryptor()
+    ciphertext = encryptor.update(padded) + encryptor.finalize()
+    return EncryptedContent(core.OctetString(iv), ciphertext, tag=None)

@@ -1,0 +1,64 @@
+"""Decoding of untrusted DER/BER with asn1crypto, with its errors translated.
+
+asn1crypto parses lazily: `load` reads only the outer header, and a field is decoded
+when it is first accessed. Every access to a value decoded from untrusted input must
+therefore happen inside `translate_errors`, or a malformed field escapes as a
+ValueError, TypeError or IndexError from deep inside asn1crypto.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TypeVar
+
+from asn1crypto import core
+
+from services.crypto.cms.errors import MalformedCmsError
+
+Asn1Value = TypeVar("Asn1Value", bound=core.Asn1Value)
+
+# Exceptions asn1crypto raises on bad input. RecursionError covers deeply nested
+# constructed encodings, and OverflowError covers huge lengths and tag numbers.
+_DECODE_ERRORS = (
+    ValueError,
+    TypeError,
+    IndexError,
+    KeyError,
+    OverflowError,
+    RecursionError,
+)
+
+
+@contextmanager
+def translate_errors(what: str) -> Iterator[None]:
+    """Turn asn1crypto's decoding errors inside the block into MalformedCmsError."""
+    try:
+        yield
+    except _DECODE_ERRORS as err:
+        raise MalformedCmsError(
+            f"{what} is not valid DER/BER: {type(err).__name__} while decoding it; "
+            "the sender produced a corrupt or non-standard structure"
+        ) from err
+
+
+def decode(spec: type[Asn1Value], data: bytes, what: str) -> Asn1Value:
+    """Decode `data` as one complete `spec` value and reject trailing bytes."""
+    with translate_errors(what):
+        value: Asn1Value = spec.load(data, strict=True)
+        # Touching `native` decodes every nested field now, inside the try.
+        value.native  # noqa: B018
+    return value
+
+
+class AlgorithmIdentifier(core.Sequence):  # type: ignore[misc]
+    """RFC 5280 AlgorithmIdentifier that keeps absent parameters absent.
+
+    asn1crypto's own algorithm classes write NULL parameters for some OIDs; this one
+    writes exactly what it is given, so encodings match what OpenSSL writes.
+    """
+
+    _fields = [  # noqa: RUF012 - asn1crypto's class-level schema
+        ("algorithm", core.ObjectIdentifier),
+        ("parameters", core.Any, {"optional": True}),
+    ]

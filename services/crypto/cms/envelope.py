@@ -1,0 +1,510 @@
+"""CMS EnvelopedData (RFC 5652 section 6) and AuthEnvelopedData (RFC 5083).
+
+`decrypt` reads what other S/MIME implementations write: RSA PKCS#1 v1.5 and
+RSAES-OAEP key transport, ECDH key agreement on P-256/P-384/P-521, and AES-CBC,
+DES-EDE3-CBC or AES-GCM content. `encrypt` writes EnvelopedData, or AuthEnvelopedData
+for AES-GCM, with one RecipientInfo per certificate.
+
+Input is untrusted: every decoding error becomes a MalformedCmsError, and sizes and
+counts are bounded before any work that grows with them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from asn1crypto import cms
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from services.crypto.cms import algorithms, content_encryption, keyagree, keytrans
+from services.crypto.cms.algorithms import ContentCipher
+from services.crypto.cms.der import decode, translate_errors
+from services.crypto.cms.errors import (
+    CmsLimitError,
+    DecryptionFailedError,
+    MalformedCmsError,
+    NoMatchingRecipientError,
+    UnsupportedAlgorithmError,
+)
+from services.crypto.cms.recipients import (
+    RECIPIENT_ID_KINDS,
+    RecipientId,
+    RecipientIdKind,
+    issuer_and_serial,
+    read_rid,
+    subject_key_identifier,
+)
+
+__all__ = [
+    "CONTENT_ALGORITHMS",
+    "DEFAULT_MAX_SIZE",
+    "MAX_RECIPIENTS",
+    "RSA_KEY_TRANSPORTS",
+    "Decrypted",
+    "RecipientId",
+    "RecipientKey",
+    "decrypt",
+    "encrypt",
+    "recipient_ids",
+]
+
+CONTENT_ALGORITHMS = tuple(algorithms.CONTENT_CIPHERS_BY_NAME)
+RSA_KEY_TRANSPORTS = keytrans.RSA_KEY_TRANSPORTS
+
+# NOTE: a guess at the largest message the gateway handles (50 MB with MIME
+# overhead); callers pass their configured limit.
+DEFAULT_MAX_SIZE = 64 * 1024 * 1024
+# Recipient identifiers per message, over all RecipientInfos. A mailing list
+# message has at most a few hundred.
+MAX_RECIPIENTS = 1024
+
+_ENVELOPED_DATA = "1.2.840.113549.1.7.3"
+_AUTH_ENVELOPED_DATA = "1.2.840.113549.1.9.16.1.23"
+
+PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+
+
+@dataclass(frozen=True)
+class RecipientKey:
+    """The certificate and private key of one internal binding."""
+
+    certificate: x509.Certificate
+    private_key: PrivateKey = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Decrypted:
+    """The decrypted content and how it was protected."""
+
+    content: bytes = field(repr=False)
+    content_algorithm: str  # a CONTENT_ALGORITHMS name
+    key_algorithm: (
+        str  # "rsa-pkcs1v15", "rsa-oaep-sha256", "ecdh-p256-sha256-aes128-wrap"
+    )
+    recipient_fingerprint: str  # SHA-256 of the matched certificate, lowercase hex
+    auth_enveloped: bool
+
+
+@dataclass(frozen=True)
+class _KeyTransRecipient:
+    rid: RecipientId
+    algorithm: str
+    parameters: bytes | None
+    encrypted_key: bytes
+
+
+@dataclass(frozen=True)
+class _KeyAgreeRecipient:
+    rid: RecipientId
+    info: keyagree.KeyAgreementInfo
+    encrypted_key: bytes
+
+
+_Recipient = _KeyTransRecipient | _KeyAgreeRecipient
+
+
+@dataclass(frozen=True)
+class _Envelope:
+    auth_enveloped: bool
+    recipients: tuple[_Recipient, ...]
+    other_recipient_kinds: tuple[str, ...]  # kekri, pwri, ori: never ours
+    content_algorithm: str
+    content_parameters: bytes | None
+    ciphertext: bytes | None
+    mac: bytes | None
+    associated_data: bytes | None
+
+
+def recipient_ids(der: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> list[RecipientId]:
+    """List the key transport and key agreement recipients of an enveloped message."""
+    return [recipient.rid for recipient in _parse(der, max_size).recipients]
+
+
+def decrypt(
+    der: bytes, keys: Sequence[RecipientKey], *, max_size: int = DEFAULT_MAX_SIZE
+) -> Decrypted:
+    """Decrypt DER EnvelopedData or AuthEnvelopedData with the first key that fits.
+
+    Each key is tried on the RecipientInfos that name its certificate; a key that
+    matches none is skipped. Raises NoMatchingRecipientError when no key matches,
+    DecryptionFailedError when matching keys fail, UnsupportedAlgorithmError,
+    MalformedCmsError or CmsLimitError.
+    """
+    envelope = _parse(der, max_size)
+    cipher = _content_cipher(envelope)
+    params = content_encryption.parse_parameters(cipher, envelope.content_parameters)
+    if envelope.ciphertext is None:
+        raise MalformedCmsError(
+            "the enveloped message has no encryptedContent; detached encrypted "
+            "content is not supported"
+        )
+    content_encryption.check_ciphertext(
+        cipher, params, envelope.ciphertext, envelope.mac
+    )
+
+    failed_fingerprint: str | None = None
+    unsupported: UnsupportedAlgorithmError | None = None
+    for key in keys:
+        fingerprint = key.certificate.fingerprint(hashes.SHA256()).hex()
+        for recipient in envelope.recipients:
+            if not recipient.rid.matches(key.certificate):
+                continue
+            try:
+                unwrapped = _decrypt_key(recipient, key.private_key)
+            except UnsupportedAlgorithmError as err:
+                unsupported = unsupported or err
+                continue
+            if unwrapped is not None:
+                content_key, key_algorithm = unwrapped
+                plaintext = content_encryption.decrypt(
+                    cipher,
+                    content_key,
+                    params,
+                    envelope.ciphertext,
+                    envelope.mac,
+                    envelope.associated_data,
+                )
+                if plaintext is not None:
+                    return Decrypted(
+                        plaintext,
+                        cipher.name,
+                        key_algorithm,
+                        fingerprint,
+                        envelope.auth_enveloped,
+                    )
+            failed_fingerprint = failed_fingerprint or fingerprint
+
+    if failed_fingerprint is not None:
+        # One message for every failed step, so that no caller can tell a bad
+        # key-transport padding from a bad content padding (RFC 3218).
+        raise DecryptionFailedError(
+            failed_fingerprint,
+            f"decryption with the key of certificate sha256:{failed_fingerprint} "
+            "failed: the key does not fit or the message is corrupt",
+        )
+    if unsupported is not None:
+        raise unsupported
+    raise _no_matching_recipient(envelope)
+
+
+def _no_matching_recipient(envelope: _Envelope) -> NoMatchingRecipientError:
+    ids = tuple(recipient.rid for recipient in envelope.recipients)
+    listed = "; ".join(str(rid) for rid in ids) or "none"
+    others = ""
+    if envelope.other_recipient_kinds:
+        others = (
+            f", and {len(envelope.other_recipient_kinds)} RecipientInfos of kinds "
+            f"{', '.join(sorted(set(envelope.other_recipient_kinds)))} that use no "
+            "certificate"
+        )
+    return NoMatchingRecipientError(
+        ids,
+        f"no given key belongs to a recipient of the message; its recipients are: "
+        f"{listed}{others}. Import the certificate and key of one of them.",
+    )
+
+
+def _content_cipher(envelope: _Envelope) -> ContentCipher:
+    cipher = algorithms.CONTENT_CIPHERS_BY_OID.get(envelope.content_algorithm)
+    if cipher is None:
+        raise algorithms.unsupported("content-encryption", envelope.content_algorithm)
+    if envelope.auth_enveloped != (cipher.mode == "gcm"):
+        structure = "AuthEnvelopedData" if envelope.auth_enveloped else "EnvelopedData"
+        raise MalformedCmsError(
+            f"{structure} cannot use {cipher.name}: RFC 5083 requires an "
+            "authenticated cipher in AuthEnvelopedData, and RFC 5084 keeps AES-GCM "
+            "out of EnvelopedData"
+        )
+    return cipher
+
+
+def _decrypt_key(
+    recipient: _Recipient, private_key: PrivateKey
+) -> tuple[bytes, str] | None:
+    """Recover the content-encryption key, or return None when the key fails."""
+    if isinstance(recipient, _KeyTransRecipient):
+        transport = keytrans.parse_key_transport(
+            recipient.algorithm, recipient.parameters
+        )
+        if not isinstance(private_key, rsa.RSAPrivateKey):
+            return None
+        key = keytrans.decrypt_key(private_key, recipient.encrypted_key, transport)
+        return None if key is None else (key, transport.name)
+
+    agreement = keyagree.parse_algorithm(recipient.info)
+    if not isinstance(private_key, ec.EllipticCurvePrivateKey):
+        return None
+    curve = keyagree.find_curve(private_key.curve)
+    if curve is None:
+        raise UnsupportedAlgorithmError(
+            private_key.curve.name,
+            f"recipient key is on curve {private_key.curve.name}; the gateway "
+            "decrypts with P-256, P-384 and P-521 keys (RFC 5753)",
+        )
+    key = keyagree.decrypt_key(
+        private_key, recipient.info, agreement, recipient.encrypted_key
+    )
+    if key is None:
+        return None
+    return key, keyagree.algorithm_name(agreement, curve.name)
+
+
+def _parse(der: bytes, max_size: int) -> _Envelope:
+    if not isinstance(der, bytes | bytearray | memoryview):
+        raise TypeError(f"der must be bytes, not {type(der).__name__}")
+    if len(der) > max_size:
+        raise CmsLimitError(
+            f"CMS message of {len(der)} bytes exceeds the limit of {max_size} bytes; "
+            "raise max_size if such messages are expected"
+        )
+    content_info = decode(cms.ContentInfo, bytes(der), "CMS ContentInfo")
+    with translate_errors("CMS ContentInfo"):
+        content_type: str = content_info["content_type"].dotted
+        if content_type not in (_ENVELOPED_DATA, _AUTH_ENVELOPED_DATA):
+            raise MalformedCmsError(
+                f"CMS content type {content_type} is neither EnvelopedData "
+                f"({_ENVELOPED_DATA}) nor AuthEnvelopedData ({_AUTH_ENVELOPED_DATA})"
+            )
+        auth_enveloped = content_type == _AUTH_ENVELOPED_DATA
+        return _read_envelope(content_info["content"], auth_enveloped)
+
+
+def _read_envelope(enveloped: cms.EnvelopedData, auth_enveloped: bool) -> _Envelope:
+    # Runs inside translate_errors; every field is already decoded.
+    if not isinstance(enveloped, cms.EnvelopedData | cms.AuthEnvelopedData):
+        raise MalformedCmsError("the enveloped message has no content")
+    recipients: list[_Recipient] = []
+    others: list[str] = []
+    for recipient_info in enveloped["recipient_infos"]:
+        if recipient_info.name == "ktri":
+            recipients.append(_read_key_trans(recipient_info.chosen))
+        elif recipient_info.name == "kari":
+            recipients.extend(_read_key_agree(recipient_info.chosen))
+        else:
+            others.append(recipient_info.name)
+        if len(recipients) + len(others) > MAX_RECIPIENTS:
+            raise CmsLimitError(
+                f"the message has more than {MAX_RECIPIENTS} recipients, the limit"
+            )
+
+    field_name = (
+        "auth_encrypted_content_info" if auth_enveloped else ("encrypted_content_info")
+    )
+    encrypted_content_info = enveloped[field_name]
+    algorithm = encrypted_content_info["content_encryption_algorithm"]
+    mac = enveloped["mac"].native if auth_enveloped else None
+    associated_data = None
+    if auth_enveloped and enveloped["auth_attrs"].native is not None:
+        # RFC 5083 section 2.2: the authenticated attributes enter GCM as the DER
+        # SET OF, with the [1] IMPLICIT tag replaced by the SET tag 0x31.
+        associated_data = b"\x31" + enveloped["auth_attrs"].dump()[1:]
+    return _Envelope(
+        auth_enveloped,
+        tuple(recipients),
+        tuple(others),
+        algorithm["algorithm"].dotted,
+        _parameters(algorithm),
+        encrypted_content_info["encrypted_content"].native,
+        mac,
+        associated_data,
+    )
+
+
+def _parameters(
+    algorithm: cms.EncryptionAlgorithm | cms.KeyEncryptionAlgorithm,
+) -> bytes | None:
+    parameters = algorithm["parameters"]
+    if parameters.native is None:
+        return None
+    encoded: bytes = parameters.dump()
+    return encoded
+
+
+def _read_key_trans(info: cms.KeyTransRecipientInfo) -> _KeyTransRecipient:
+    algorithm = info["key_encryption_algorithm"]
+    return _KeyTransRecipient(
+        read_rid(info["rid"]),
+        algorithm["algorithm"].dotted,
+        _parameters(algorithm),
+        info["encrypted_key"].native,
+    )
+
+
+def _read_key_agree(info: cms.KeyAgreeRecipientInfo) -> list[_KeyAgreeRecipient]:
+    shared = keyagree.read_info(info)
+    recipients = []
+    for encrypted_key in info["recipient_encrypted_keys"]:
+        recipients.append(
+            _KeyAgreeRecipient(
+                read_rid(encrypted_key["rid"]),
+                shared,
+                encrypted_key["encrypted_key"].native,
+            )
+        )
+        if len(recipients) > MAX_RECIPIENTS:
+            raise CmsLimitError(
+                f"the message has more than {MAX_RECIPIENTS} recipients, the limit"
+            )
+    return recipients
+
+
+def encrypt(
+    content: bytes,
+    recipients: Sequence[x509.Certificate],
+    *,
+    content_algorithm: str = "aes256-cbc",
+    rsa_key_transport: str = "rsa-pkcs1v15",
+    recipient_id: RecipientIdKind = "issuer-serial",
+) -> bytes:
+    """Encrypt `content` to every certificate; return a DER ContentInfo.
+
+    RSA recipients get a KeyTransRecipientInfo, EC recipients a KeyAgreeRecipientInfo
+    with an ephemeral key. AES-GCM produces AuthEnvelopedData.
+    """
+    cipher = _check_encrypt_options(
+        recipients, content_algorithm, rsa_key_transport, recipient_id
+    )
+    content_key = _generate_key(cipher)
+    recipient_infos = [
+        _recipient_info(certificate, content_key, rsa_key_transport, recipient_id)
+        for certificate in recipients
+    ]
+    encrypted = content_encryption.encrypt(cipher, content_key, bytes(content))
+    encrypted_content_info = {
+        "content_type": "data",
+        "content_encryption_algorithm": {
+            "algorithm": cipher.oid,
+            "parameters": encrypted.parameters,
+        },
+        "encrypted_content": encrypted.ciphertext,
+    }
+
+    if cipher.mode == "gcm":
+        # RFC 5083 section 2.1: the version is always 0.
+        auth_enveloped = cms.AuthEnvelopedData(
+            {
+                "version": "v0",
+                "recipient_infos": recipient_infos,
+                "auth_encrypted_content_info": encrypted_content_info,
+                "mac": encrypted.tag,
+            }
+        )
+        content_info = cms.ContentInfo(
+            {"content_type": "authenticated_enveloped_data", "content": auth_enveloped}
+        )
+        return bytes(content_info.dump())
+
+    # RFC 5652 section 6.1: version 2 when any RecipientInfo is not version 0.
+    plain_versions = all(
+        info.name == "ktri" and info.chosen["version"].native == "v0"
+        for info in recipient_infos
+    )
+    enveloped = cms.EnvelopedData(
+        {
+            "version": "v0" if plain_versions else "v2",
+            "recipient_infos": recipient_infos,
+            "encrypted_content_info": encrypted_content_info,
+        }
+    )
+    content_info = cms.ContentInfo(
+        {"content_type": "enveloped_data", "content": enveloped}
+    )
+    return bytes(content_info.dump())
+
+
+def _check_encrypt_options(
+    recipients: Sequence[x509.Certificate],
+    content_algorithm: str,
+    rsa_key_transport: str,
+    recipient_id: str,
+) -> ContentCipher:
+    cipher = algorithms.CONTENT_CIPHERS_BY_NAME.get(content_algorithm)
+    if cipher is None:
+        raise ValueError(
+            f"content_algorithm {content_algorithm!r} is not one of "
+            f"{', '.join(CONTENT_ALGORITHMS)}"
+        )
+    if rsa_key_transport not in RSA_KEY_TRANSPORTS:
+        raise ValueError(
+            f"rsa_key_transport {rsa_key_transport!r} is not one of "
+            f"{', '.join(RSA_KEY_TRANSPORTS)}"
+        )
+    if recipient_id not in RECIPIENT_ID_KINDS:
+        raise ValueError(
+            f"recipient_id {recipient_id!r} is not one of "
+            f"{', '.join(RECIPIENT_ID_KINDS)}"
+        )
+    if not recipients:
+        raise ValueError("recipients is empty; encrypt needs at least one certificate")
+    for certificate in recipients:
+        if not isinstance(certificate, x509.Certificate):
+            raise TypeError(
+                f"recipients must be x509.Certificate, not {type(certificate).__name__}"
+            )
+    return cipher
+
+
+def _generate_key(cipher: ContentCipher) -> bytes:
+    key = os.urandom(cipher.key_size)
+    if cipher.name != "3des-cbc":
+        return key
+    # DES keys carry odd parity in the low bit of each byte (FIPS 46-3).
+    return bytes(byte & 0xFE | (bin(byte >> 1).count("1") + 1) % 2 for byte in key)
+
+
+def _recipient_info(
+    certificate: x509.Certificate,
+    content_key: bytes,
+    rsa_key_transport: str,
+    recipient_id: RecipientIdKind,
+) -> cms.RecipientInfo:
+    public_key = certificate.public_key()
+    if isinstance(public_key, rsa.RSAPublicKey):
+        algorithm, padding = keytrans.encryption_algorithm(rsa_key_transport)
+        if recipient_id == "subject-key-identifier":
+            rid = cms.RecipientIdentifier(
+                name="subject_key_identifier", value=subject_key_identifier(certificate)
+            )
+            version = "v2"
+        else:
+            rid = cms.RecipientIdentifier(
+                name="issuer_and_serial_number", value=issuer_and_serial(certificate)
+            )
+            version = "v0"
+        info = cms.KeyTransRecipientInfo(
+            {
+                "version": version,
+                "rid": rid,
+                "key_encryption_algorithm": cms.KeyEncryptionAlgorithm.load(
+                    algorithm.dump()
+                ),
+                "encrypted_key": public_key.encrypt(content_key, padding),
+            }
+        )
+        return cms.RecipientInfo(name="ktri", value=info)
+
+    if isinstance(public_key, ec.EllipticCurvePublicKey):
+        if recipient_id == "subject-key-identifier":
+            agreement_rid = cms.KeyAgreementRecipientIdentifier(
+                name="r_key_id",
+                value={"subject_key_identifier": subject_key_identifier(certificate)},
+            )
+        else:
+            agreement_rid = cms.KeyAgreementRecipientIdentifier(
+                name="issuer_and_serial_number", value=issuer_and_serial(certificate)
+            )
+        agree_info, _ = keyagree.build_recipient_info(
+            public_key, agreement_rid, content_key
+        )
+        return cms.RecipientInfo(name="kari", value=agree_info)
+
+    raise UnsupportedAlgorithmError(
+        type(public_key).__name__,
+        f"certificate {certificate.subject.rfc4514_string()!r} has a "
+        f"{type(public_key).__name__}; the gateway encrypts to RSA keys (RFC 3370, "
+        "RFC 8017) and P-256/P-384/P-521 EC keys (RFC 5753)",
+    )

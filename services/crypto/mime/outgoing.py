@@ -1,0 +1,185 @@
+"""S/MIME messages built around DER CMS objects (RFC 8551 section 3).
+
+The caller signs or encrypts the bytes this module hands it and passes the DER back;
+every function returns CRLF bytes, so the result can go to SMTP as it is.
+"""
+
+import secrets
+
+from .encoding import encode_base64_lines
+from .errors import MalformedMimeError, MimeError, UnsupportedMimeError
+from .headers import parse_header_block, to_crlf
+from .micalg import micalg_parameter
+
+_CRLF = b"\r\n"
+_DEFAULT_CONTENT_TYPE = b"Content-Type: text/plain; charset=us-ascii\r\n"
+_MIME_VERSION = b"MIME-Version: 1.0\r\n"
+
+# RFC 8551 section 3.2.2: the smime-type values of application/pkcs7-mime that the
+# gateway sends, with the Content-Description that mail clients show.
+_SMIME_TYPES = {
+    "enveloped-data": b"S/MIME Encrypted Message",
+    "authEnveloped-data": b"S/MIME Encrypted Message",
+    "signed-data": b"S/MIME Signed Message",
+}
+
+_SIGNATURE_PART_HEADERS = (
+    b"Content-Type: application/pkcs7-signature; name=smime.p7s\r\n"
+    b"Content-Transfer-Encoding: base64\r\n"
+    b"Content-Disposition: attachment; filename=smime.p7s\r\n"
+    b"Content-Description: S/MIME Cryptographic Signature\r\n"
+    b"\r\n"
+)
+_SIGNED_PREAMBLE = b"This is an S/MIME signed message (RFC 8551).\r\n"
+
+# "=_" cannot occur in quoted-printable or base64 text, and 24 random bytes make a
+# collision with any other content negligible; the entity is still searched.
+_BOUNDARY_PREFIX = b"----=_smime_"
+_BOUNDARY_ATTEMPTS = 8
+
+
+def split_message(message: bytes) -> tuple[bytes, bytes]:
+    """Split a message into its outer header fields and the MIME entity to protect.
+
+    The entity holds every Content-* field (RFC 8551 section 3.1: the fields that
+    describe the content) and the body, byte for byte. The outer part holds all other
+    fields, MIME-Version and Received included, with CRLF line ends. A message without
+    Content-Type gets "text/plain; charset=us-ascii", the RFC 2045 default, on its
+    entity.
+    """
+    block = parse_header_block(message)
+    outer: list[bytes] = []
+    content: list[bytes] = []
+    for field in block.fields:
+        raw = field.raw if field.raw.endswith((b"\n", b"\r")) else field.raw + _CRLF
+        if field.key.startswith("content-"):
+            content.append(raw)
+        else:
+            outer.append(to_crlf(raw))
+    if block.first("Content-Type") is None:
+        content.insert(0, _DEFAULT_CONTENT_TYPE)
+    separator = message[block.end : block.body_start] or _CRLF
+    entity = b"".join(content) + separator + message[block.body_start :]
+    return b"".join(outer), entity
+
+
+def signed_multipart_entity(entity: bytes, signature_der: bytes, micalg: str) -> bytes:
+    """Build a multipart/signed entity (RFC 8551 section 3.5.3) without outer fields.
+
+    `entity` is the canonical entity that `signature_der`, a detached CMS SignedData,
+    signs; `micalg` names its digest ("sha256", "sha-256", ...). Encrypt the result to
+    sign, then encrypt.
+    """
+    _require_crlf(entity)
+    parameter = micalg_parameter(micalg).encode("ascii")
+    boundary = _new_boundary(entity)
+    return b"".join(
+        [
+            b'Content-Type: multipart/signed; protocol="application/pkcs7-signature";',
+            b"\r\n micalg=",
+            parameter,
+            b'; boundary="',
+            boundary,
+            b'"\r\n\r\n',
+            _SIGNED_PREAMBLE,
+            b"\r\n--",
+            boundary,
+            _CRLF,
+            entity,
+            b"\r\n--",
+            boundary,
+            _CRLF,
+            _SIGNATURE_PART_HEADERS,
+            encode_base64_lines(signature_der),
+            b"--",
+            boundary,
+            b"--\r\n",
+        ]
+    )
+
+
+def pkcs7_mime_entity(der: bytes, smime_type: str) -> bytes:
+    """Build an application/pkcs7-mime entity (RFC 8551 section 3.2), no outer fields.
+
+    `smime_type` is "enveloped-data", "authEnveloped-data" or "signed-data".
+    """
+    description = _SMIME_TYPES.get(smime_type)
+    if description is None:
+        raise UnsupportedMimeError(
+            f"smime-type {smime_type!r} is not supported; use one of "
+            f"{', '.join(_SMIME_TYPES)}"
+        )
+    return b"".join(
+        [
+            b"Content-Type: application/pkcs7-mime; smime-type=",
+            smime_type.encode("ascii"),
+            b"; name=smime.p7m\r\n",
+            b"Content-Transfer-Encoding: base64\r\n",
+            b"Content-Disposition: attachment; filename=smime.p7m\r\n",
+            b"Content-Description: ",
+            description,
+            b"\r\n\r\n",
+            encode_base64_lines(der),
+        ]
+    )
+
+
+def join_message(outer_headers: bytes, entity: bytes) -> bytes:
+    """Put outer header fields, MIME-Version: 1.0 and an entity together as a message.
+
+    Any MIME-Version field in `outer_headers` is replaced. Raises MalformedMimeError
+    when `outer_headers` holds a Content-* field or anything but header fields.
+    """
+    block = parse_header_block(outer_headers)
+    if block.body_start != len(outer_headers):
+        raise MalformedMimeError(
+            "outer headers contain a line that is not a header field, or an empty "
+            "line; pass the outer part returned by split_message"
+        )
+    kept: list[bytes] = []
+    for field in block.fields:
+        if field.key.startswith("content-"):
+            raise MalformedMimeError(
+                f"outer headers contain {field.name}, which belongs to the entity; "
+                "pass the outer part returned by split_message"
+            )
+        if field.key != "mime-version":
+            raw = to_crlf(field.raw)
+            kept.append(raw if raw.endswith(_CRLF) else raw + _CRLF)
+    kept.append(_MIME_VERSION)
+    kept.append(entity)
+    return b"".join(kept)
+
+
+def build_signed_multipart(
+    outer_headers: bytes, entity: bytes, signature_der: bytes, micalg: str
+) -> bytes:
+    """Build a whole multipart/signed message: see signed_multipart_entity."""
+    return join_message(
+        outer_headers, signed_multipart_entity(entity, signature_der, micalg)
+    )
+
+
+def build_pkcs7_mime(outer_headers: bytes, der: bytes, smime_type: str) -> bytes:
+    """Build a whole application/pkcs7-mime message: see pkcs7_mime_entity."""
+    return join_message(outer_headers, pkcs7_mime_entity(der, smime_type))
+
+
+def _require_crlf(entity: bytes) -> None:
+    crlf = entity.count(b"\r\n")
+    if entity.count(b"\n") != crlf or entity.count(b"\r") != crlf:
+        raise MalformedMimeError(
+            "entity to sign has bare LF or CR line ends, which mail transport changes "
+            "and so breaks the signature; pass it through canonicalize() first"
+        )
+
+
+def _new_boundary(entity: bytes) -> bytes:
+    for _ in range(_BOUNDARY_ATTEMPTS):
+        boundary = _BOUNDARY_PREFIX + secrets.token_hex(24).encode("ascii")
+        if boundary not in entity:
+            return boundary
+    # Unreachable unless the entity was built to contain every candidate.
+    raise MimeError(
+        f"no boundary absent from the entity after {_BOUNDARY_ATTEMPTS} random tries"
+    )

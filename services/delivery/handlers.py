@@ -1,0 +1,281 @@
+"""Delivery of processed mail: per-recipient outcomes, retries, bounces.
+
+The outcome of each recipient is stored in the `delivery_state` bucket before
+the events about it are published and before the bus message is acked. A
+redelivered message therefore skips the recipients already finished and only
+publishes their events again (with the same ids). The window that cannot be
+closed: a crash after the next hop's 250 and before the state write sends that
+copy again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from nats.js.errors import KeyNotFoundError
+from nats.js.kv import KeyValue
+
+from schemas import MailBounced, MailDeferred, MailDelivered, MailProcessed
+from services.delivery import outbox, relay
+from services.delivery.dsn import FailedRecipient, build_dsn
+from smimegw import streams
+from smimegw.runtime import Attempt, RetryLater, Runtime
+from smimegw.settings import parse_host_port
+
+log = logging.getLogger("smimegw.delivery")
+
+
+@dataclass
+class Outcome:
+    recipients: list[str]
+    result: str  # "delivered" or "bounced"
+    reply: str
+    status: str
+    attempt: int
+    dsn_queued: bool = False
+
+
+@dataclass
+class DeliveryState:
+    """What the bucket stores for one mail.processed event."""
+
+    outcomes: list[Outcome] = field(default_factory=list)
+    deferrals: int = 0
+
+    @property
+    def finished(self) -> set[str]:
+        return {r for o in self.outcomes for r in o.recipients}
+
+    def encode(self) -> bytes:
+        return json.dumps(asdict(self)).encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> DeliveryState:
+        raw = json.loads(data)
+        return cls(
+            outcomes=[Outcome(**o) for o in raw["outcomes"]],
+            deferrals=raw["deferrals"],
+        )
+
+
+class DeliveryHandlers:
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        settings = runtime.settings.delivery
+        self.settings = settings
+        self.relay = (
+            parse_host_port(settings.relay_host, "delivery.relay_host")
+            if settings.relay_host
+            else None
+        )
+        self.next_hop = (
+            f"smtp:{settings.relay_host}"
+            if self.relay
+            else f"outbox:{settings.outbox_dir}"
+        )
+        self._kv: KeyValue | None = None
+
+    async def kv(self) -> KeyValue:
+        if self._kv is None:
+            self._kv = await self.runtime.js.key_value(streams.DELIVERY_BUCKET)
+        return self._kv
+
+    async def load_state(self, key: str) -> DeliveryState:
+        try:
+            entry = await (await self.kv()).get(key)
+        except KeyNotFoundError:
+            return DeliveryState()
+        return DeliveryState.decode(entry.value or b"{}")
+
+    async def on_processed(self, event: MailProcessed, attempt: Attempt) -> None:
+        key = event.event_id
+        state = await self.load_state(key)
+        pending = [r for r in event.recipients if r not in state.finished]
+        if pending:
+            message = await self.runtime.bodies.get(event.body)
+            await self._attempt(event, attempt, state, pending, message)
+            await self._queue_dsns(event, state, message)
+        # Publish (again, after a redelivery) the events of every outcome.
+        for outcome in state.outcomes:
+            await self._publish_outcome(event, outcome)
+        deferred = [r for r in event.recipients if r not in state.finished]
+        if deferred:
+            raise RetryLater(self._backoff(state.deferrals), "recipients deferred")
+        for body_key in event.release_bodies:
+            await self.runtime.bodies.delete(body_key)
+
+    async def _attempt(
+        self,
+        event: MailProcessed,
+        attempt: Attempt,
+        state: DeliveryState,
+        pending: list[str],
+        message: bytes,
+    ) -> None:
+        replies = await self._hand_off(event, pending, message)
+        expired = datetime.now(UTC) - event.time > self.settings.max_age
+        by_result: dict[tuple[str, str, str], list[str]] = {}
+        temporary: dict[str, relay.Reply] = {}
+        for recipient, reply in replies.items():
+            if reply.accepted:
+                by_result.setdefault(("delivered", str(reply), "2.0.0"), []).append(
+                    recipient
+                )
+            elif reply.permanent or expired:
+                status = reply.enhanced_status() if reply.permanent else "4.4.7"
+                text = (
+                    str(reply)
+                    if reply.permanent
+                    else f"message expired after {self.settings.max_age}; last "
+                    f"reply: {reply}"
+                )
+                by_result.setdefault(("bounced", text, status), []).append(recipient)
+            else:
+                temporary[recipient] = reply
+        for (result, text, status), recipients in by_result.items():
+            state.outcomes.append(
+                Outcome(recipients, result, text, status, attempt.number)
+            )
+        if temporary:
+            state.deferrals += 1
+        await (await self.kv()).put(event.event_id, state.encode())
+
+        if temporary:
+            delay = self._backoff(state.deferrals)
+            first = next(iter(temporary.values()))
+            await self.runtime.publish(
+                MailDeferred.create(
+                    cause=event,
+                    key=str(state.deferrals),
+                    recipients=tuple(temporary),
+                    next_hop=self.next_hop,
+                    reason=str(first),
+                    attempt=state.deferrals,
+                    retry_at=datetime.now(UTC) + timedelta(seconds=delay),
+                )
+            )
+            log.warning(
+                "deferred %d recipient(s) (%s); retry in %.0f s",
+                len(temporary),
+                first,
+                delay,
+            )
+
+    async def _hand_off(
+        self, event: MailProcessed, recipients: list[str], message: bytes
+    ) -> dict[str, relay.Reply]:
+        if self.relay is None:
+            name = f"{event.queue_id}.{event.event_id[:8]}"
+            path = await asyncio.to_thread(
+                outbox.write_message,
+                self.settings.outbox_dir,
+                name,
+                event.sender,
+                recipients,
+                message,
+            )
+            return dict.fromkeys(
+                recipients, relay.Reply(250, f"2.0.0 written to {path}")
+            )
+        host, port = self.relay
+        options = ["BODY=8BITMIME"] if not message.isascii() else []
+        return await relay.send(
+            host=host,
+            port=port,
+            helo=self.runtime.settings.smtp.hostname,
+            sender=event.sender,
+            recipients=recipients,
+            message=message,
+            mail_options=options,
+            timeout=self.settings.connect_timeout.total_seconds(),
+        )
+
+    async def _queue_dsns(
+        self, event: MailProcessed, state: DeliveryState, message: bytes
+    ) -> None:
+        """Queue a DSN for each bounce that has none yet, unless the sender is null."""
+        for outcome in state.outcomes:
+            queue_id = _dsn_queue_id(event, outcome)
+            if outcome.result != "bounced" or outcome.dsn_queued or queue_id is None:
+                continue
+            remote = self.relay[0] if self.relay else None
+            dsn = build_dsn(
+                reporting_mta=self.runtime.settings.smtp.hostname,
+                original_sender=event.sender,
+                queue_id=event.queue_id or "",
+                arrival=event.time,
+                recipients=[
+                    FailedRecipient(r, outcome.status, outcome.reply, remote)
+                    for r in outcome.recipients
+                ],
+                message=message,
+            )
+            ref = await self.runtime.bodies.put(queue_id, dsn)
+            await self.runtime.publish(
+                MailProcessed.create(
+                    cause=event,
+                    key=f"dsn/{queue_id}",
+                    queue_id=queue_id,
+                    kind="dsn",
+                    sender="",
+                    recipients=(event.sender,),
+                    operations=(),
+                    body=ref,
+                    release_bodies=(queue_id,),
+                )
+            )
+            outcome.dsn_queued = True
+            await (await self.kv()).put(event.event_id, state.encode())
+
+    async def _publish_outcome(self, event: MailProcessed, outcome: Outcome) -> None:
+        if outcome.result == "delivered":
+            delivered = MailDelivered.create(
+                cause=event,
+                key=_outcome_key(outcome),
+                recipients=tuple(outcome.recipients),
+                next_hop=self.next_hop,
+                reply=outcome.reply,
+                attempt=outcome.attempt,
+            )
+            await self.runtime.publish(delivered)
+            log.info("delivered to %d recipient(s)", len(outcome.recipients))
+        else:
+            bounced = MailBounced.create(
+                cause=event,
+                key=_outcome_key(outcome),
+                recipients=tuple(outcome.recipients),
+                next_hop=self.next_hop,
+                status=outcome.status,
+                reason=outcome.reply,
+                dsn_queue_id=_dsn_queue_id(event, outcome),
+            )
+            await self.runtime.publish(bounced)
+            log.info(
+                "bounced %d recipient(s): %s", len(outcome.recipients), outcome.reply
+            )
+
+    def _backoff(self, deferrals: int) -> float:
+        initial = self.settings.retry_initial.total_seconds()
+        cap = self.settings.retry_max.total_seconds()
+        return float(min(initial * 2 ** max(deferrals - 1, 0), cap))
+
+
+def _outcome_key(outcome: Outcome) -> str:
+    return f"{outcome.result}/{outcome.attempt}/{','.join(outcome.recipients)}"
+
+
+def _dsn_queue_id(event: MailProcessed, outcome: Outcome) -> str | None:
+    """The DSN's queue id, derived so that a retry builds the same DSN.
+
+    None for a message from the null sender: RFC 5321 section 4.5.5 forbids a
+    DSN about a DSN.
+    """
+    if outcome.result != "bounced" or not event.sender:
+        return None
+    digest = hashlib.sha256(f"{event.event_id}/{_outcome_key(outcome)}".encode())
+    return "D" + digest.hexdigest()[:17].upper()

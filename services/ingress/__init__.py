@@ -1,0 +1,1 @@
+"""SMTP ingress: accepts mail and answers 250 only once JetStream stored it."""

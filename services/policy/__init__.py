@@ -1,0 +1,1 @@
+"""Policy: turns each received message into plans, one per group of recipients."""

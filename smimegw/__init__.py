@@ -1,0 +1,1 @@
+"""smimegw: an S/MIME email gateway on NATS JetStream."""

@@ -1,0 +1,5 @@
+import sys
+
+from smimegw.cli import main
+
+sys.exit(main())

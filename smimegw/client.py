@@ -1,0 +1,43 @@
+"""Requests from the command line to a running gateway over NATS."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import nats
+import nats.errors
+
+from smimegw.service import nats_url
+from smimegw.settings import Settings
+
+
+class GatewayUnreachableError(RuntimeError):
+    """The CLI could not reach the NATS server or the service behind a subject."""
+
+
+async def request(
+    settings: Settings, subject: str, payload: dict[str, Any], timeout: float = 10.0
+) -> dict[str, Any]:
+    url = nats_url(settings)
+    try:
+        nc = await nats.connect(url, connect_timeout=3, max_reconnect_attempts=0)
+    except (nats.errors.NoServersError, OSError, TimeoutError) as err:
+        raise GatewayUnreachableError(
+            f"cannot connect to NATS at {url}: is the gateway running? "
+            "Start it with `smimegw run` or set nats.url"
+        ) from err
+    try:
+        reply = await nc.request(subject, json.dumps(payload).encode(), timeout=timeout)
+    except nats.errors.NoRespondersError as err:
+        raise GatewayUnreachableError(
+            f"no service answers {subject} at {url}; start the gateway's services"
+        ) from err
+    except nats.errors.TimeoutError as err:
+        raise GatewayUnreachableError(
+            f"{subject} at {url} did not answer within {timeout:.0f} s"
+        ) from err
+    finally:
+        await nc.close()
+    result: dict[str, Any] = json.loads(reply.data)
+    return result

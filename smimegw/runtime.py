@@ -1,0 +1,285 @@
+"""What every service shares: the NATS connection, publishing and consuming events.
+
+A consumer here acks a bus message only after its handler returned, which means
+after the handler published its own output. Handlers are therefore called at
+least once per message and must be idempotent. A handler that raises is retried
+with back-off up to `bus.max_deliver` times; an error that retrying cannot fix
+(`PermanentError`, or bytes that are not a valid event) parks the message at once
+on `parked.<stage>` with a `mail.parked` event, so it never blocks the ones
+behind it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from faststream import AckPolicy
+from faststream.nats import JStream, NatsBroker, NatsMessage, PullSub
+from nats.aio.client import Client
+from nats.errors import NoServersError
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy as JsAckPolicy
+from nats.js.api import ConsumerConfig, DeliverPolicy
+
+from schemas import Event, EventDecodeError, MailParked
+from smimegw import streams
+from smimegw.bodies import BodyStore
+from smimegw.logs import message_context
+from smimegw.settings import Settings
+
+log = logging.getLogger("smimegw.runtime")
+
+E = TypeVar("E", bound=Event)
+
+
+class PermanentError(Exception):
+    """An error that retrying cannot fix: the message is parked at once."""
+
+
+class RetryLater(Exception):
+    """Ask for the message again after `delay` seconds, without counting as an error."""
+
+    def __init__(self, delay: float, reason: str) -> None:
+        super().__init__(reason)
+        self.delay = delay
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """Where a bus message stands: how often it was delivered, and its position."""
+
+    number: int
+    stream_sequence: int
+    subject: str
+
+
+Handler = Callable[[E, Attempt], Awaitable[None]]
+
+
+def _stream_of(subject: str) -> str:
+    if subject.startswith("config."):
+        return streams.CONFIG
+    if subject.startswith("mail."):
+        return streams.MAIL
+    raise ValueError(f"no stream holds subject {subject!r}")
+
+
+class Runtime:
+    """One service's connection to the bus."""
+
+    def __init__(
+        self,
+        service: str,
+        settings: Settings,
+        nats_url: str,
+        broker: NatsBroker | None = None,
+    ) -> None:
+        self.service = service
+        self.settings = settings
+        self.nats_url = nats_url
+        self.broker = broker or NatsBroker(
+            nats_url,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=1,
+            connect_timeout=max(1, int(settings.nats.connect_timeout.total_seconds())),
+            graceful_timeout=30.0,
+            logger=logging.getLogger(f"smimegw.{service}.faststream"),
+        )
+        self._bodies: BodyStore | None = None
+
+    @property
+    def nc(self) -> Client:
+        return self.broker.connection
+
+    @property
+    def js(self) -> JetStreamContext:
+        return self.nc.jetstream()
+
+    @property
+    def bodies(self) -> BodyStore:
+        if self._bodies is None:
+            self._bodies = BodyStore(self.nc, self.js)
+        return self._bodies
+
+    async def connect(self, stop: asyncio.Event | None = None) -> None:
+        """Connect and provision, retrying while the broker is not reachable yet."""
+        delay = 0.2
+        while True:
+            try:
+                await self.broker.connect()
+                break
+            except (NoServersError, OSError, TimeoutError) as err:
+                if stop is not None and stop.is_set():
+                    raise
+                log.warning(
+                    "NATS at %s not reachable (%s); retrying in %.1f s",
+                    self.nats_url,
+                    type(err).__name__,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        await streams.provision(self.js, self.settings)
+
+    async def publish(self, event: Event, timeout: float = 10.0) -> None:
+        """Publish to the event's stream and wait for JetStream's ack.
+
+        Nats-Msg-Id is the event id, so publishing the same event twice within
+        the duplicate window stores it once.
+        """
+        await self.broker.publish(
+            event.encode(),
+            event.type,
+            stream=_stream_of(event.type),
+            headers={"Nats-Msg-Id": event.event_id},
+            timeout=timeout,
+        )
+
+    def consume(
+        self,
+        subject: str,
+        event_type: type[E],
+        handler: Handler[E],
+        *,
+        durable: str | None = None,
+        concurrency: int = 16,
+        max_deliver: int | None = None,
+    ) -> None:
+        """Register a durable pull consumer shared by every replica of the service."""
+        bus = self.settings.bus
+        durable = durable or self.service
+        config = ConsumerConfig(
+            durable_name=durable,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_policy=JsAckPolicy.EXPLICIT,
+            ack_wait=bus.ack_wait.total_seconds(),
+            # The wrapper parks a message at bus.max_deliver attempts; the
+            # server's bound is a little higher so that a lost ack cannot make
+            # JetStream drop a message the wrapper has not parked yet. Handlers
+            # that defer on purpose (RetryLater) pass a larger bound.
+            max_deliver=max_deliver or bus.max_deliver + 2,
+            max_ack_pending=concurrency * 64,
+            filter_subject=subject,
+        )
+        wrapper = _ConsumerWrapper(self, durable, event_type, handler)
+        subscriber = self.broker.subscriber(
+            subject,
+            stream=JStream(_stream_of(subject), declare=False),
+            durable=durable,
+            config=config,
+            pull_sub=PullSub(batch_size=concurrency, timeout=1.0),
+            max_workers=concurrency,
+            ack_policy=AckPolicy.MANUAL,
+            title=f"{self.service}:{subject}",
+            description=f"{event_type.__doc__ or ''} Consumed by {self.service}.",
+        )
+
+        async def on_message(msg: NatsMessage) -> None:
+            await wrapper(msg)
+
+        subscriber(on_message)
+
+
+class _ConsumerWrapper:
+    def __init__(
+        self, runtime: Runtime, stage: str, event_type: type[E], handler: Handler[E]
+    ) -> None:
+        self.runtime = runtime
+        self.stage = stage
+        self.event_type = event_type
+        self.handler: Handler[Any] = handler
+
+    async def __call__(self, msg: NatsMessage) -> None:
+        raw = msg.raw_message
+        meta = raw.metadata
+        attempt = Attempt(
+            number=meta.num_delivered,
+            stream_sequence=meta.sequence.stream,
+            subject=raw.subject,
+        )
+        try:
+            event = self.event_type.decode(raw.data)
+        except EventDecodeError as err:
+            await self._park(raw.data, raw.headers, attempt, None, str(err))
+            await msg.ack()
+            return
+        with message_context(event.queue_id, event.event_id):
+            await self._handle(msg, event, attempt)
+
+    async def _handle(self, msg: NatsMessage, event: Event, attempt: Attempt) -> None:
+        raw = msg.raw_message
+        try:
+            await self.handler(event, attempt)
+        except RetryLater as err:
+            await msg.nack(delay=err.delay)
+            return
+        except PermanentError as err:
+            await self._park(raw.data, raw.headers, attempt, event, str(err))
+        # A service boundary: any other error is logged, retried with back-off,
+        # and parked once the budget is spent, so no message is dropped.
+        except Exception as err:
+            budget = self.runtime.settings.bus.max_deliver
+            if attempt.number < budget:
+                delay = min(2.0 ** (attempt.number - 1), 60.0)
+                log.warning(
+                    "%s failed on attempt %d of %d (%s: %s); retrying in %.0f s",
+                    self.stage,
+                    attempt.number,
+                    budget,
+                    type(err).__name__,
+                    err,
+                    delay,
+                    exc_info=log.isEnabledFor(logging.DEBUG),
+                )
+                await msg.nack(delay=delay)
+                return
+            log.error("%s gave up after %d attempts", self.stage, attempt.number)
+            reason = f"{type(err).__name__}: {err}"
+            await self._park(raw.data, raw.headers, attempt, event, reason)
+        await msg.ack()
+
+    async def _park(
+        self,
+        data: bytes,
+        headers: dict[str, str] | None,
+        attempt: Attempt,
+        event: Event | None,
+        reason: str,
+    ) -> None:
+        """Copy the bus message to `parked.<stage>` and publish `mail.parked`."""
+        runtime = self.runtime
+        parked_id = f"parked/{self.stage}/{attempt.subject}/{attempt.stream_sequence}"
+        park_headers = {
+            "Nats-Msg-Id": parked_id,
+            "Smimegw-Parked-Subject": attempt.subject,
+            "Smimegw-Parked-Reason": reason[:500],
+        }
+        await runtime.js.publish(
+            f"parked.{self.stage}",
+            data,
+            stream=streams.PARKED,
+            headers=park_headers,
+        )
+        fields: dict[str, Any] = {
+            "stage": self.stage,
+            "subject": attempt.subject,
+            "stream_sequence": attempt.stream_sequence,
+            "reason": reason[:2000],
+            "attempts": attempt.number,
+        }
+        if event is not None:
+            parked = MailParked.create(cause=event, key=self.stage, **fields)
+        else:
+            parked = MailParked.create(**fields)
+        await runtime.publish(parked)
+        log.error(
+            "parked %s message %d from %s: %s",
+            attempt.subject,
+            attempt.stream_sequence,
+            self.stage,
+            reason,
+        )

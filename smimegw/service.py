@@ -1,0 +1,80 @@
+"""Running one service: connect, start, wait for a stop signal, drain, exit."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import signal
+from collections.abc import Callable
+from typing import Protocol
+
+from smimegw.runtime import Runtime
+from smimegw.settings import Settings
+
+log = logging.getLogger("smimegw.service")
+
+SERVICE_NAMES = ("ingress", "policy", "crypto", "delivery", "audit")
+
+
+class Service(Protocol):
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+def nats_url(settings: Settings) -> str:
+    """`nats.url`, or the embedded server's address when it is empty."""
+    return settings.nats.url or f"nats://127.0.0.1:{settings.nats.embedded_port}"
+
+
+def build_service(name: str, runtime: Runtime) -> Service:
+    if name not in SERVICE_NAMES:
+        raise ValueError(
+            f"unknown service {name!r}; choose one of {', '.join(SERVICE_NAMES)}"
+        )
+    module = importlib.import_module(f"services.{name}.service")
+    service: Service = module.build(runtime)
+    return service
+
+
+async def serve(
+    name: str,
+    settings: Settings,
+    stop: asyncio.Event,
+    *,
+    url: str | None = None,
+    on_ready: Callable[[Runtime, Service], None] | None = None,
+) -> None:
+    """Run service `name` until `stop` is set, then shut down gracefully.
+
+    Shutdown order: stop taking new work (the SMTP listener, the consumers),
+    let handlers in flight finish and ack, then close the connection.
+    """
+    runtime = Runtime(name, settings, url or nats_url(settings))
+    service = build_service(name, runtime)
+    await runtime.connect(stop)
+    await runtime.broker.start()
+    await service.start()
+    log.info("%s started", name)
+    if on_ready is not None:
+        on_ready(runtime, service)
+    await stop.wait()
+    log.info("%s stopping", name)
+    await service.stop()
+    # FastStream's stop waits up to graceful_timeout for handlers in flight.
+    await runtime.broker.stop()
+    log.info("%s stopped", name)
+
+
+def run_until_signal(name: str, settings: Settings) -> None:
+    """Entry point of `smimegw serve NAME`: SIGTERM and SIGINT stop gracefully."""
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(name, settings, stop)
+
+    asyncio.run(main())

@@ -1,0 +1,197 @@
+"""Gateway settings: a TOML file overridden by SMIMEGW_* environment variables.
+
+The file comes from `--config FILE` or `SMIMEGW_CONFIG`. Nested keys read from the
+environment with a double underscore: `SMIMEGW_SMTP__LISTEN=127.0.0.1:2525`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import tomllib
+from contextvars import ContextVar
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+CONFIG_ENV = "SMIMEGW_CONFIG"
+
+# The file that load_settings reads; a context variable, so loading settings
+# never changes the process environment that child processes inherit.
+_config_file: ContextVar[Path | None] = ContextVar("config_file", default=None)
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+
+
+def parse_duration(value: object) -> timedelta:
+    """Read "30s", "5m", "2h", "5d", "250ms" or a number of seconds."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return timedelta(seconds=value)
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if match:
+            amount, unit = match.groups()
+            return timedelta(seconds=float(amount) * _UNIT_SECONDS[unit])
+    raise ValueError(
+        f"invalid duration {value!r}: write a number with a unit, "
+        "such as 250ms, 30s, 5m, 2h or 5d"
+    )
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+
+def parse_host_port(value: str, setting: str) -> tuple[str, int]:
+    """Split "host:port" or "[v6]:port", raising ValueError naming the setting."""
+    host, sep, port = value.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{setting} = {value!r} is not HOST:PORT, e.g. 127.0.0.1:2525")
+    return host, int(port)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class SmtpSettings(_Section):
+    listen: str = "127.0.0.1:2525"
+    hostname: str = "smimegw.localhost"
+    max_message_size: int = Field(default=33_554_432, gt=0)
+    # STARTTLS is offered only when both files are set.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    # Time to store the body and get JetStream's ack before answering 451 4.3.0.
+    publish_timeout: Duration = timedelta(seconds=10)
+
+    @field_validator("listen")
+    @classmethod
+    def _check_listen(cls, value: str) -> str:
+        parse_host_port(value, "smtp.listen")
+        return value
+
+
+class DeliverySettings(_Section):
+    relay_host: str = ""
+    outbox_dir: Path = Path("var/outbox")
+    max_age: Duration = timedelta(days=5)
+    connect_timeout: Duration = timedelta(seconds=30)
+    # Back-off between attempts after a temporary failure: doubling from the
+    # first value up to the cap.
+    retry_initial: Duration = timedelta(seconds=30)
+    retry_max: Duration = timedelta(minutes=30)
+
+    @field_validator("relay_host")
+    @classmethod
+    def _check_relay(cls, value: str) -> str:
+        if value:
+            parse_host_port(value, "delivery.relay_host")
+        return value
+
+
+class NatsSettings(_Section):
+    url: str = ""
+    embedded_port: int = Field(default=4222, gt=0, lt=65536)
+    # Replicas of each stream: 1 on a single server, 3 in a cluster.
+    replicas: int = Field(default=1, ge=1, le=5)
+    connect_timeout: Duration = timedelta(seconds=5)
+
+
+class BusSettings(_Section):
+    # How often a consumer tries a message before parking it.
+    max_deliver: int = Field(default=5, ge=1)
+    ack_wait: Duration = timedelta(seconds=60)
+    # How long the MAIL stream keeps lifecycle events.
+    mail_max_age: Duration = timedelta(days=30)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="SMIMEGW_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    data_dir: Path = Path("var")
+    internal_domains: tuple[str, ...] = ("example.com",)
+    trusted_networks: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    smtp: SmtpSettings = SmtpSettings()
+    delivery: DeliverySettings = DeliverySettings()
+    nats: NatsSettings = NatsSettings()
+    bus: BusSettings = BusSettings()
+
+    @field_validator("internal_domains")
+    @classmethod
+    def _lower_domains(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(domain.strip().lower().rstrip(".") for domain in value)
+
+    @field_validator("trusted_networks")
+    @classmethod
+    def _check_networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for network in value:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError as err:
+                raise ValueError(
+                    f"trusted_networks entry {network!r} is not an IP network; "
+                    "write it as CIDR, e.g. 192.0.2.0/24"
+                ) from err
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = _config_file.get()
+        if config_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, config_file))
+        return tuple(sources)
+
+    @property
+    def trusted_ip_networks(
+        self,
+    ) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        return tuple(
+            ipaddress.ip_network(n, strict=False) for n in self.trusted_networks
+        )
+
+
+class ConfigFileError(ValueError):
+    """The configuration file is missing or not valid TOML."""
+
+
+def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
+    """Load settings from `config` (or SMIMEGW_CONFIG) and the environment."""
+    if config is None and os.environ.get(CONFIG_ENV):
+        config = Path(os.environ[CONFIG_ENV])
+    if config is not None and not config.is_file():
+        raise ConfigFileError(
+            f"configuration file {str(config)!r} not found; pass an existing TOML "
+            f"file with --config or {CONFIG_ENV}"
+        )
+    token = _config_file.set(config)
+    try:
+        return Settings(**overrides)
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigFileError(f"configuration file {str(config)!r}: {err}") from err
+    finally:
+        _config_file.reset(token)

@@ -1,0 +1,87 @@
+"""JetStream streams and key-value buckets, created idempotently at start.
+
+Retention per stream:
+- MAIL (`mail.>`): the message lifecycle, kept for `bus.mail_max_age`.
+- CONFIG (`config.>`): the configuration history, kept forever; the policy
+  service's view is rebuilt by replaying it.
+- BODIES (`body.>`): message bytes by reference, deleted by delivery once the
+  message is finished, so no age limit: a parked message keeps its body.
+- PARKED (`parked.>`): bus messages a service gave up on, kept until an operator
+  retries or drops them.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Final
+
+from nats.js import JetStreamContext
+from nats.js.api import (
+    DiscardPolicy,
+    KeyValueConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import BadRequestError, NotFoundError
+
+from smimegw.settings import Settings
+
+log = logging.getLogger("smimegw.streams")
+
+MAIL: Final = "MAIL"
+CONFIG: Final = "CONFIG"
+BODIES: Final = "BODIES"
+PARKED: Final = "PARKED"
+
+DELIVERY_BUCKET: Final = "delivery_state"
+
+# JetStream drops a publish whose Nats-Msg-Id it has seen within this window.
+DUPLICATE_WINDOW_SECONDS: Final = 120.0
+
+
+def stream_configs(settings: Settings) -> list[StreamConfig]:
+    def stream(name: str, subject: str, **extra: Any) -> StreamConfig:
+        return StreamConfig(
+            name=name,
+            subjects=[subject],
+            storage=StorageType.FILE,
+            num_replicas=settings.nats.replicas,
+            duplicate_window=DUPLICATE_WINDOW_SECONDS,
+            retention=RetentionPolicy.LIMITS,
+            discard=DiscardPolicy.OLD,
+            **extra,
+        )
+
+    return [
+        stream(MAIL, "mail.>", max_age=settings.bus.mail_max_age.total_seconds()),
+        stream(CONFIG, "config.>"),
+        # Direct get lets any replica serve a body without the stream leader.
+        stream(BODIES, "body.>", allow_direct=True),
+        stream(PARKED, "parked.>"),
+    ]
+
+
+async def provision(js: JetStreamContext, settings: Settings) -> None:
+    """Create or update every stream and bucket; safe to run from every replica."""
+    for config in stream_configs(settings):
+        try:
+            await js.add_stream(config)
+        except BadRequestError as err:
+            # Code 10058: the stream exists with another configuration. Update
+            # it, so that a changed setting takes effect on the next start.
+            if err.err_code != 10058:
+                raise
+            await js.update_stream(config)
+    try:
+        await js.key_value(DELIVERY_BUCKET)
+    except NotFoundError:
+        await js.create_key_value(
+            KeyValueConfig(
+                bucket=DELIVERY_BUCKET,
+                history=1,
+                storage=StorageType.FILE,
+                replicas=settings.nats.replicas,
+            )
+        )
+    log.debug("streams provisioned")

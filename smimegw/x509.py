@@ -41,7 +41,6 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import (
-    dh,
     dsa,
     ec,
     ed448,
@@ -106,7 +105,6 @@ _ENCRYPTION_KEYS = (
     ec.EllipticCurvePublicKey,
     x25519.X25519PublicKey,
     x448.X448PublicKey,
-    dh.DHPublicKey,
 )
 
 
@@ -171,9 +169,11 @@ class CertificateFacts:
     addresses: tuple[str, ...]
     key_usage: KeyUsage
     is_ca: bool
-    # "RSA", "DSA", "EC", "Ed25519", "Ed448", "X25519", "X448" or "DH".
+    # "RSA", "DSA", "EC", "Ed25519", "Ed448", "X25519", "X448", or the dotted OID
+    # of another algorithm.
     key_algorithm: str
-    key_size: int
+    # Size in bits, None when the algorithm is none of the named ones.
+    key_size: int | None
     # Named curve of an EC key (for example "secp384r1"), None for other keys.
     key_curve: str | None
     subject_key_identifier: str | None
@@ -431,7 +431,7 @@ def facts_of(certificate: x509.Certificate) -> CertificateFacts:
     """Collect the public facts of a certificate that passed `check_readable`."""
     public_key = certificate.public_key()
     addresses = addresses_of(certificate)
-    algorithm, size, curve = _key_description(public_key)
+    algorithm, size, curve = _key_description(certificate, public_key)
     return CertificateFacts(
         subject=certificate.subject.rfc4514_string(),
         identity=_identity(certificate, addresses),
@@ -587,7 +587,9 @@ def _is_ca(certificate: x509.Certificate) -> bool:
     return constraints.ca
 
 
-def _key_description(public_key: object) -> tuple[str, int, str | None]:
+def _key_description(
+    certificate: x509.Certificate, public_key: object
+) -> tuple[str, int | None, str | None]:
     """Return the algorithm name, size in bits and EC curve name of a public key."""
     if isinstance(public_key, rsa.RSAPublicKey):
         return "RSA", public_key.key_size, None
@@ -595,8 +597,6 @@ def _key_description(public_key: object) -> tuple[str, int, str | None]:
         return "EC", public_key.curve.key_size, public_key.curve.name
     if isinstance(public_key, dsa.DSAPublicKey):
         return "DSA", public_key.key_size, None
-    if isinstance(public_key, dh.DHPublicKey):
-        return "DH", public_key.key_size, None
     # The sizes of the Edwards and Montgomery curves are the RFC 8032 and RFC 7748
     # key lengths in bits.
     fixed_sizes: list[tuple[type, str, int]] = [
@@ -608,7 +608,7 @@ def _key_description(public_key: object) -> tuple[str, int, str | None]:
     for key_type, name, size in fixed_sizes:
         if isinstance(public_key, key_type):
             return name, size, None
-    raise TypeError(f"unexpected public key type {type(public_key).__name__}")
+    return certificate.public_key_algorithm_oid.dotted_string, None, None
 
 
 def _subject_key_identifier(certificate: x509.Certificate) -> str | None:

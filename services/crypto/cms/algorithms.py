@@ -85,26 +85,31 @@ STD_DH_SCHEME_OIDS_BY_HASH = {
 }
 
 
+KeyWrapKind = Literal["aes", "aes-pad", "3des"]
+
+
 @dataclass(frozen=True)
 class KeyWrap:
-    """An AES key wrap algorithm: RFC 3394, or RFC 5649 with padding."""
+    """A key wrap: AES (RFC 3394), AES with padding (RFC 5649) or 3DES (RFC 3217)."""
 
     name: str
     oid: str
-    key_size: int  # bytes
-    padded: bool
+    key_size: int  # bytes of the key-encryption key
+    kind: KeyWrapKind
 
 
 _KEY_WRAPS = (
-    KeyWrap("aes128-wrap", "2.16.840.1.101.3.4.1.5", 16, padded=False),
-    KeyWrap("aes192-wrap", "2.16.840.1.101.3.4.1.25", 24, padded=False),
-    KeyWrap("aes256-wrap", "2.16.840.1.101.3.4.1.45", 32, padded=False),
-    KeyWrap("aes128-wrap-pad", "2.16.840.1.101.3.4.1.8", 16, padded=True),
-    KeyWrap("aes192-wrap-pad", "2.16.840.1.101.3.4.1.28", 24, padded=True),
-    KeyWrap("aes256-wrap-pad", "2.16.840.1.101.3.4.1.48", 32, padded=True),
+    KeyWrap("aes128-wrap", "2.16.840.1.101.3.4.1.5", 16, "aes"),
+    KeyWrap("aes192-wrap", "2.16.840.1.101.3.4.1.25", 24, "aes"),
+    KeyWrap("aes256-wrap", "2.16.840.1.101.3.4.1.45", 32, "aes"),
+    KeyWrap("aes128-wrap-pad", "2.16.840.1.101.3.4.1.8", 16, "aes-pad"),
+    KeyWrap("aes192-wrap-pad", "2.16.840.1.101.3.4.1.28", 24, "aes-pad"),
+    KeyWrap("aes256-wrap-pad", "2.16.840.1.101.3.4.1.48", 32, "aes-pad"),
+    # OpenSSL 3.0 wraps a 3DES content key with it for ECDH recipients.
+    KeyWrap("3des-wrap", "1.2.840.113549.1.9.16.3.6", 24, "3des"),
 )
 KEY_WRAPS_BY_OID = {wrap.oid: wrap for wrap in _KEY_WRAPS}
-KEY_WRAPS_BY_SIZE = {wrap.key_size: wrap for wrap in _KEY_WRAPS if not wrap.padded}
+KEY_WRAPS_BY_SIZE = {wrap.key_size: wrap for wrap in _KEY_WRAPS if wrap.kind == "aes"}
 
 
 @dataclass(frozen=True)
@@ -127,29 +132,28 @@ CURVES_BY_KEY_CURVE_NAME = {
 }
 
 # Algorithms that the gateway rejects on purpose, with the standard that defines them.
-_KNOWN_UNSUPPORTED = {
-    "1.2.840.113549.3.2": "RC2-CBC (RFC 3370 section 5.2)",
-    "1.3.14.3.2.7": "single DES-CBC (FIPS 81; broken, not in RFC 3370)",
-    "2.16.840.1.101.3.4.1.7": "AES-128-CCM (RFC 5084)",
-    "2.16.840.1.101.3.4.1.27": "AES-192-CCM (RFC 5084)",
-    "2.16.840.1.101.3.4.1.47": "AES-256-CCM (RFC 5084)",
-    "1.2.840.113549.1.9.16.3.18": "ChaCha20-Poly1305 (RFC 8103)",
-    "1.2.392.200011.61.1.1.1.2": "Camellia-128-CBC (RFC 3657)",
-    "1.2.392.200011.61.1.1.1.3": "Camellia-192-CBC (RFC 3657)",
-    "1.2.392.200011.61.1.1.1.4": "Camellia-256-CBC (RFC 3657)",
-    "1.2.840.113549.1.9.16.3.14": "RSA-KEM (RFC 5990)",
-    "1.2.840.113549.1.9.16.3.5": "ephemeral-static Diffie-Hellman (RFC 2631)",
-    "1.2.840.113549.1.9.16.3.6": "Triple-DES key wrap (RFC 3217)",
-    "1.2.840.113549.1.9.16.3.7": "RC2 key wrap (RFC 3217)",
-    "1.3.133.16.840.63.0.16": "1-Pass ECMQV with the SHA-1 KDF (RFC 5753)",
-    "1.3.132.1.15.0": "1-Pass ECMQV with the SHA-224 KDF (RFC 5753)",
-    "1.3.132.1.15.1": "1-Pass ECMQV with the SHA-256 KDF (RFC 5753)",
-    "1.3.132.1.15.2": "1-Pass ECMQV with the SHA-384 KDF (RFC 5753)",
-    "1.3.132.1.15.3": "1-Pass ECMQV with the SHA-512 KDF (RFC 5753)",
-    "1.2.840.113549.1.9.16.3.19": "X25519/X448 ECDH with HKDF-SHA256 (RFC 8418)",
-    "1.2.840.113549.1.9.16.3.20": "X25519/X448 ECDH with HKDF-SHA384 (RFC 8418)",
-    "1.2.840.113549.1.9.16.3.21": "X25519/X448 ECDH with HKDF-SHA512 (RFC 8418)",
-    "1.2.840.113549.2.5": "MD5 (RFC 1321; broken)",
+_KNOWN_UNSUPPORTED: dict[str, tuple[str, str]] = {
+    "1.2.840.113549.3.2": ("RC2-CBC", "RFC 3370 section 5.2"),
+    "1.3.14.3.2.7": ("single DES-CBC", "FIPS 81; broken, not in RFC 3370"),
+    "2.16.840.1.101.3.4.1.7": ("AES-128-CCM", "RFC 5084"),
+    "2.16.840.1.101.3.4.1.27": ("AES-192-CCM", "RFC 5084"),
+    "2.16.840.1.101.3.4.1.47": ("AES-256-CCM", "RFC 5084"),
+    "1.2.840.113549.1.9.16.3.18": ("ChaCha20-Poly1305", "RFC 8103"),
+    "1.2.392.200011.61.1.1.1.2": ("Camellia-128-CBC", "RFC 3657"),
+    "1.2.392.200011.61.1.1.1.3": ("Camellia-192-CBC", "RFC 3657"),
+    "1.2.392.200011.61.1.1.1.4": ("Camellia-256-CBC", "RFC 3657"),
+    "1.2.840.113549.1.9.16.3.14": ("RSA-KEM", "RFC 5990"),
+    "1.2.840.113549.1.9.16.3.5": ("ephemeral-static Diffie-Hellman", "RFC 2631"),
+    "1.2.840.113549.1.9.16.3.7": ("RC2 key wrap", "RFC 3217"),
+    "1.3.133.16.840.63.0.16": ("1-Pass ECMQV with the SHA-1 KDF", "RFC 5753"),
+    "1.3.132.1.15.0": ("1-Pass ECMQV with the SHA-224 KDF", "RFC 5753"),
+    "1.3.132.1.15.1": ("1-Pass ECMQV with the SHA-256 KDF", "RFC 5753"),
+    "1.3.132.1.15.2": ("1-Pass ECMQV with the SHA-384 KDF", "RFC 5753"),
+    "1.3.132.1.15.3": ("1-Pass ECMQV with the SHA-512 KDF", "RFC 5753"),
+    "1.2.840.113549.1.9.16.3.19": ("X25519/X448 ECDH with HKDF-SHA256", "RFC 8418"),
+    "1.2.840.113549.1.9.16.3.20": ("X25519/X448 ECDH with HKDF-SHA384", "RFC 8418"),
+    "1.2.840.113549.1.9.16.3.21": ("X25519/X448 ECDH with HKDF-SHA512", "RFC 8418"),
+    "1.2.840.113549.2.5": ("MD5", "RFC 1321; broken"),
 }
 
 _SUPPORTED_BY_ROLE = {
@@ -158,7 +162,7 @@ _SUPPORTED_BY_ROLE = {
     "key transport": "rsaEncryption (RFC 3370) and RSAES-OAEP (RFC 3560, RFC 8017)",
     "key agreement": "dhSinglePass-stdDH and -cofactorDH with SHA-1/SHA-2 KDFs "
     "(RFC 5753)",
-    "key wrap": "AES key wrap (RFC 3394, RFC 5649)",
+    "key wrap": "AES key wrap (RFC 3394, RFC 5649) and Triple-DES key wrap (RFC 3217)",
     "hash": "SHA-1 and SHA-2 (RFC 3370, RFC 5754)",
     "mask generation": "MGF1 (RFC 8017)",
     "OAEP label source": "pSpecified (RFC 8017)",
@@ -169,10 +173,13 @@ _SUPPORTED_BY_ROLE = {
 def unsupported(role: str, oid: str) -> UnsupportedAlgorithmError:
     """Build the error for an algorithm OID the gateway does not implement."""
     known = _KNOWN_UNSUPPORTED.get(oid)
-    described = f"{oid} ({known})" if known else f"{oid} (not a known CMS algorithm)"
-    supported = _SUPPORTED_BY_ROLE.get(role, "")
+    if known is None:
+        described = f"{oid} is unknown to the gateway"
+    else:
+        name, standard = known
+        described = f"{name} ({oid}, {standard}) is not supported"
     return UnsupportedAlgorithmError(
         oid,
-        f"{role} algorithm {described} is not supported; the gateway implements "
-        f"{supported}. Ask the sender to use one of those.",
+        f"{role} algorithm {described}; the gateway implements "
+        f"{_SUPPORTED_BY_ROLE[role]}. Ask the sender to use one of those.",
     )

@@ -3,7 +3,7 @@
 The sender creates an ephemeral key on the recipient's curve. Both sides derive a
 key-encryption key from the ECDH shared secret with the ANSI X9.63 KDF over the DER
 ECC-CMS-SharedInfo (RFC 5753 section 7.2), and the content-encryption key travels
-AES-key-wrapped (RFC 3394).
+wrapped under it.
 """
 
 from __future__ import annotations
@@ -14,14 +14,8 @@ from asn1crypto import cms, core, keys
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.kdf.x963kdf import X963KDF
-from cryptography.hazmat.primitives.keywrap import (
-    InvalidUnwrap,
-    aes_key_unwrap,
-    aes_key_unwrap_with_padding,
-    aes_key_wrap,
-)
 
-from services.crypto.cms import algorithms
+from services.crypto.cms import algorithms, keywrap
 from services.crypto.cms.algorithms import KeyAgreementScheme, KeyWrap
 from services.crypto.cms.der import AlgorithmIdentifier, decode, translate_errors
 from services.crypto.cms.errors import MalformedCmsError, UnsupportedAlgorithmError
@@ -188,11 +182,7 @@ def decrypt_key(
     # NIST prime curves have cofactor 1, so cofactor ECDH equals standard ECDH.
     shared_secret = private_key.exchange(ec.ECDH(), originator)
     kek = _key_encryption_key(shared_secret, agreement, info.ukm)
-    unwrap = aes_key_unwrap_with_padding if agreement.wrap.padded else aes_key_unwrap
-    try:
-        return unwrap(kek, encrypted_key)
-    except (InvalidUnwrap, ValueError):
-        return None
+    return keywrap.unwrap(agreement.wrap, kek, encrypted_key)
 
 
 def build_recipient_info(
@@ -242,7 +232,7 @@ def build_recipient_info(
                 "parameters": AlgorithmIdentifier.load(wrap_algorithm),
             },
             "recipient_encrypted_keys": [
-                {"rid": rid, "encrypted_key": aes_key_wrap(kek, content_key)}
+                {"rid": rid, "encrypted_key": keywrap.wrap_aes(kek, content_key)}
             ],
         }
     )

@@ -66,7 +66,7 @@ class RecipientId:
             ski = (self.subject_key_identifier or b"").hex(":")
             return f"subject key identifier {ski}"
         serial = "none" if self.serial is None else f"{self.serial:#x}"
-        return f"issuer {self.issuer!r} serial {serial}"
+        return f'issuer "{self.issuer}" serial {serial}'
 
 
 def _subject_key_identifiers(certificate: x509.Certificate) -> tuple[bytes, ...]:

@@ -1,8 +1,8 @@
 """CMS SignedData (RFC 5652 section 5): sign and verify S/MIME signatures.
 
 Signing uses cryptography's PKCS7SignatureBuilder where it can, and builds the
-structure with asn1crypto where the builder cannot: Ed25519 keys (RFC 8419) and an
-SMIMECapabilities list other than the builder's fixed AES-CBC one.
+structure with asn1crypto where the builder cannot: the builder writes a fixed
+SMIMECapabilities list of AES-CBC only, while the gateway also announces AES-GCM.
 
 Verification parses with asn1crypto and does the arithmetic with cryptography, which
 has no CMS verification API. Parsing happens in one stage that decodes every field the
@@ -45,7 +45,7 @@ from services.crypto.cms.trust import (
 DigestName = Literal["sha256", "sha384", "sha512"]
 RsaPadding = Literal["pkcs1v15", "pss"]
 SignatureStatus = Literal["valid", "invalid"]
-SigningKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+SigningKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 
 # Size and count limits on untrusted input. A signed message is rarely above a few
 # MiB; 64 MiB leaves room for large attachments while bounding memory use.
@@ -178,21 +178,19 @@ def sign(
     attributes are contentType, signingTime, messageDigest and, unless `capabilities`
     is false, SMIMECapabilities with the gateway's algorithms. With `detached`, the
     content is left out (for multipart/signed, RFC 8551 section 3.5.3). RSA keys sign
-    with PKCS#1 v1.5 or PSS (salt as long as the hash, RFC 4056), EC keys with ECDSA,
-    and Ed25519 keys with pure Ed25519 (RFC 8419, which requires digest="sha512").
+    with PKCS#1 v1.5 or PSS (salt as long as the hash, RFC 4056), EC keys on P-256,
+    P-384 or P-521 with ECDSA.
 
-    Raises UnsupportedAlgorithmError for other key types or curves, and ValueError
-    for a key that does not match the certificate or an unknown option value.
+    Raises UnsupportedAlgorithmError for other key types or curves, Ed25519 included,
+    and ValueError for a key that does not match the certificate or an unknown
+    option value.
     """
     hash_algorithm = _signing_hash(digest)
-    _check_signing_key(certificate, private_key, digest, rsa_padding)
+    _check_signing_key(certificate, private_key, rsa_padding)
 
     announced = smime_capabilities.GATEWAY_CAPABILITIES if capabilities else ()
     uses_builder_capabilities = announced in ((), _BUILDER_CAPABILITIES)
-    if (
-        isinstance(private_key, ed25519.Ed25519PrivateKey)
-        or not uses_builder_capabilities
-    ):
+    if not uses_builder_capabilities:
         return _sign_by_hand(
             content,
             certificate,
@@ -243,7 +241,6 @@ def _signing_hash(digest: str) -> hashes.HashAlgorithm:
 def _check_signing_key(
     certificate: x509.Certificate,
     private_key: SigningKey,
-    digest: str,
     rsa_padding: str,
 ) -> None:
     if isinstance(private_key, ec.EllipticCurvePrivateKey):
@@ -254,15 +251,16 @@ def _check_signing_key(
                 "use P-256, P-384 or P-521 (RFC 5753 section 2.1.1)",
             )
     elif isinstance(private_key, ed25519.Ed25519PrivateKey):
-        if digest != "sha512":
-            raise ValueError(
-                f"Ed25519 signatures need digest='sha512', not {digest!r} "
-                "(RFC 8419 section 3.1)"
-            )
+        # Invariant: OpenSSL's cms command verifies whatever the gateway signs.
+        raise UnsupportedAlgorithmError(
+            "Ed25519",
+            "Ed25519 CMS signatures (RFC 8419) are not produced, because OpenSSL "
+            "3.0 cannot verify them; sign with an RSA or EC key",
+        )
     elif not isinstance(private_key, rsa.RSAPrivateKey):
         name = type(private_key).__name__
         raise UnsupportedAlgorithmError(
-            name, f"private key type {name} cannot sign; use an RSA, EC or Ed25519 key"
+            name, f"private key type {name} cannot sign; use an RSA or EC key"
         )
     if rsa_padding not in ("pkcs1v15", "pss"):
         raise ValueError(f"rsa_padding {rsa_padding!r} is not 'pkcs1v15' or 'pss'")
@@ -383,8 +381,6 @@ def _raw_signature(
     rsa_padding: RsaPadding,
 ) -> tuple[bytes, dict[str, object]]:
     """Sign `data`; return the signature and its SignerInfo signatureAlgorithm."""
-    if isinstance(private_key, ed25519.Ed25519PrivateKey):
-        return private_key.sign(data), {"algorithm": "ed25519"}
     if isinstance(private_key, ec.EllipticCurvePrivateKey):
         signature = private_key.sign(data, ec.ECDSA(hash_algorithm))
         return signature, {"algorithm": f"{hash_algorithm.name}_ecdsa"}

@@ -18,9 +18,11 @@ from services.crypto.cms.errors import MalformedCmsError
 
 Asn1Value = TypeVar("Asn1Value", bound=core.Asn1Value)
 
-# Exceptions asn1crypto raises on bad input. RecursionError covers deeply nested
-# constructed encodings, and OverflowError covers huge lengths and tag numbers.
+# Exceptions asn1crypto 1.5.1 raises on bad input. RecursionError covers deeply
+# nested constructed encodings, OverflowError huge lengths and tag numbers, and
+# AttributeError universal types it decodes but cannot convert (ObjectDescriptor).
 _DECODE_ERRORS = (
+    AttributeError,
     ValueError,
     TypeError,
     IndexError,
@@ -36,9 +38,12 @@ def translate_errors(what: str) -> Iterator[None]:
     try:
         yield
     except _DECODE_ERRORS as err:
+        # asn1crypto's message names the field and the fault; the input is
+        # ciphertext and public structure, so its first line is safe to show.
+        detail = str(err).strip().splitlines()[0][:160] if str(err).strip() else ""
         raise MalformedCmsError(
-            f"{what} is not valid DER/BER: {type(err).__name__} while decoding it; "
-            "the sender produced a corrupt or non-standard structure"
+            f"{what} is not valid DER/BER ({type(err).__name__}: {detail}); the "
+            "sender produced a corrupt or non-standard structure"
         ) from err
 
 

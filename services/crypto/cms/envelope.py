@@ -20,11 +20,22 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from services.crypto.cms import algorithms, content_encryption, keyagree, keytrans
+from services.crypto.cms import (
+    algorithms,
+    content_encryption,
+    envelope_reader,
+    keyagree,
+    keytrans,
+)
 from services.crypto.cms.algorithms import ContentCipher
-from services.crypto.cms.der import decode, translate_errors
+from services.crypto.cms.envelope_reader import (
+    DEFAULT_MAX_SIZE,
+    MAX_RECIPIENTS,
+    Envelope,
+    KeyTransRecipient,
+    Recipient,
+)
 from services.crypto.cms.errors import (
-    CmsLimitError,
     DecryptionFailedError,
     MalformedCmsError,
     NoMatchingRecipientError,
@@ -35,7 +46,6 @@ from services.crypto.cms.recipients import (
     RecipientId,
     RecipientIdKind,
     issuer_and_serial,
-    read_rid,
     subject_key_identifier,
 )
 
@@ -55,16 +65,6 @@ __all__ = [
 CONTENT_ALGORITHMS = tuple(algorithms.CONTENT_CIPHERS_BY_NAME)
 RSA_KEY_TRANSPORTS = keytrans.RSA_KEY_TRANSPORTS
 
-# NOTE: a guess at the largest message the gateway handles (50 MB with MIME
-# overhead); callers pass their configured limit.
-DEFAULT_MAX_SIZE = 64 * 1024 * 1024
-# Recipient identifiers per message, over all RecipientInfos. A mailing list
-# message has at most a few hundred.
-MAX_RECIPIENTS = 1024
-
-_ENVELOPED_DATA = "1.2.840.113549.1.7.3"
-_AUTH_ENVELOPED_DATA = "1.2.840.113549.1.9.16.1.23"
-
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 
 
@@ -82,46 +82,16 @@ class Decrypted:
 
     content: bytes = field(repr=False)
     content_algorithm: str  # a CONTENT_ALGORITHMS name
-    key_algorithm: (
-        str  # "rsa-pkcs1v15", "rsa-oaep-sha256", "ecdh-p256-sha256-aes128-wrap"
-    )
+    # "rsa-pkcs1v15", "rsa-oaep-sha256", "ecdh-p256-sha256-aes128-wrap", ...
+    key_algorithm: str
     recipient_fingerprint: str  # SHA-256 of the matched certificate, lowercase hex
     auth_enveloped: bool
 
 
-@dataclass(frozen=True)
-class _KeyTransRecipient:
-    rid: RecipientId
-    algorithm: str
-    parameters: bytes | None
-    encrypted_key: bytes
-
-
-@dataclass(frozen=True)
-class _KeyAgreeRecipient:
-    rid: RecipientId
-    info: keyagree.KeyAgreementInfo
-    encrypted_key: bytes
-
-
-_Recipient = _KeyTransRecipient | _KeyAgreeRecipient
-
-
-@dataclass(frozen=True)
-class _Envelope:
-    auth_enveloped: bool
-    recipients: tuple[_Recipient, ...]
-    other_recipient_kinds: tuple[str, ...]  # kekri, pwri, ori: never ours
-    content_algorithm: str
-    content_parameters: bytes | None
-    ciphertext: bytes | None
-    mac: bytes | None
-    associated_data: bytes | None
-
-
 def recipient_ids(der: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> list[RecipientId]:
     """List the key transport and key agreement recipients of an enveloped message."""
-    return [recipient.rid for recipient in _parse(der, max_size).recipients]
+    envelope = envelope_reader.read_envelope(der, max_size)
+    return [recipient.rid for recipient in envelope.recipients]
 
 
 def decrypt(
@@ -134,7 +104,7 @@ def decrypt(
     DecryptionFailedError when matching keys fail, UnsupportedAlgorithmError,
     MalformedCmsError or CmsLimitError.
     """
-    envelope = _parse(der, max_size)
+    envelope = envelope_reader.read_envelope(der, max_size)
     cipher = _content_cipher(envelope)
     params = content_encryption.parse_parameters(cipher, envelope.content_parameters)
     if envelope.ciphertext is None:
@@ -191,7 +161,7 @@ def decrypt(
     raise _no_matching_recipient(envelope)
 
 
-def _no_matching_recipient(envelope: _Envelope) -> NoMatchingRecipientError:
+def _no_matching_recipient(envelope: Envelope) -> NoMatchingRecipientError:
     ids = tuple(recipient.rid for recipient in envelope.recipients)
     listed = "; ".join(str(rid) for rid in ids) or "none"
     others = ""
@@ -208,7 +178,7 @@ def _no_matching_recipient(envelope: _Envelope) -> NoMatchingRecipientError:
     )
 
 
-def _content_cipher(envelope: _Envelope) -> ContentCipher:
+def _content_cipher(envelope: Envelope) -> ContentCipher:
     cipher = algorithms.CONTENT_CIPHERS_BY_OID.get(envelope.content_algorithm)
     if cipher is None:
         raise algorithms.unsupported("content-encryption", envelope.content_algorithm)
@@ -223,10 +193,10 @@ def _content_cipher(envelope: _Envelope) -> ContentCipher:
 
 
 def _decrypt_key(
-    recipient: _Recipient, private_key: PrivateKey
+    recipient: Recipient, private_key: PrivateKey
 ) -> tuple[bytes, str] | None:
     """Recover the content-encryption key, or return None when the key fails."""
-    if isinstance(recipient, _KeyTransRecipient):
+    if isinstance(recipient, KeyTransRecipient):
         transport = keytrans.parse_key_transport(
             recipient.algorithm, recipient.parameters
         )
@@ -251,105 +221,6 @@ def _decrypt_key(
     if key is None:
         return None
     return key, keyagree.algorithm_name(agreement, curve.name)
-
-
-def _parse(der: bytes, max_size: int) -> _Envelope:
-    if not isinstance(der, bytes | bytearray | memoryview):
-        raise TypeError(f"der must be bytes, not {type(der).__name__}")
-    if len(der) > max_size:
-        raise CmsLimitError(
-            f"CMS message of {len(der)} bytes exceeds the limit of {max_size} bytes; "
-            "raise max_size if such messages are expected"
-        )
-    content_info = decode(cms.ContentInfo, bytes(der), "CMS ContentInfo")
-    with translate_errors("CMS ContentInfo"):
-        content_type: str = content_info["content_type"].dotted
-        if content_type not in (_ENVELOPED_DATA, _AUTH_ENVELOPED_DATA):
-            raise MalformedCmsError(
-                f"CMS content type {content_type} is neither EnvelopedData "
-                f"({_ENVELOPED_DATA}) nor AuthEnvelopedData ({_AUTH_ENVELOPED_DATA})"
-            )
-        auth_enveloped = content_type == _AUTH_ENVELOPED_DATA
-        return _read_envelope(content_info["content"], auth_enveloped)
-
-
-def _read_envelope(enveloped: cms.EnvelopedData, auth_enveloped: bool) -> _Envelope:
-    # Runs inside translate_errors; every field is already decoded.
-    if not isinstance(enveloped, cms.EnvelopedData | cms.AuthEnvelopedData):
-        raise MalformedCmsError("the enveloped message has no content")
-    recipients: list[_Recipient] = []
-    others: list[str] = []
-    for recipient_info in enveloped["recipient_infos"]:
-        if recipient_info.name == "ktri":
-            recipients.append(_read_key_trans(recipient_info.chosen))
-        elif recipient_info.name == "kari":
-            recipients.extend(_read_key_agree(recipient_info.chosen))
-        else:
-            others.append(recipient_info.name)
-        if len(recipients) + len(others) > MAX_RECIPIENTS:
-            raise CmsLimitError(
-                f"the message has more than {MAX_RECIPIENTS} recipients, the limit"
-            )
-
-    field_name = (
-        "auth_encrypted_content_info" if auth_enveloped else ("encrypted_content_info")
-    )
-    encrypted_content_info = enveloped[field_name]
-    algorithm = encrypted_content_info["content_encryption_algorithm"]
-    mac = enveloped["mac"].native if auth_enveloped else None
-    associated_data = None
-    if auth_enveloped and enveloped["auth_attrs"].native is not None:
-        # RFC 5083 section 2.2: the authenticated attributes enter GCM as the DER
-        # SET OF, with the [1] IMPLICIT tag replaced by the SET tag 0x31.
-        associated_data = b"\x31" + enveloped["auth_attrs"].dump()[1:]
-    return _Envelope(
-        auth_enveloped,
-        tuple(recipients),
-        tuple(others),
-        algorithm["algorithm"].dotted,
-        _parameters(algorithm),
-        encrypted_content_info["encrypted_content"].native,
-        mac,
-        associated_data,
-    )
-
-
-def _parameters(
-    algorithm: cms.EncryptionAlgorithm | cms.KeyEncryptionAlgorithm,
-) -> bytes | None:
-    parameters = algorithm["parameters"]
-    if parameters.native is None:
-        return None
-    encoded: bytes = parameters.dump()
-    return encoded
-
-
-def _read_key_trans(info: cms.KeyTransRecipientInfo) -> _KeyTransRecipient:
-    algorithm = info["key_encryption_algorithm"]
-    return _KeyTransRecipient(
-        read_rid(info["rid"]),
-        algorithm["algorithm"].dotted,
-        _parameters(algorithm),
-        info["encrypted_key"].native,
-    )
-
-
-def _read_key_agree(info: cms.KeyAgreeRecipientInfo) -> list[_KeyAgreeRecipient]:
-    shared = keyagree.read_info(info)
-    recipients = []
-    for encrypted_key in info["recipient_encrypted_keys"]:
-        recipients.append(
-            _KeyAgreeRecipient(
-                read_rid(encrypted_key["rid"]),
-                shared,
-                encrypted_key["encrypted_key"].native,
-            )
-        )
-        if len(recipients) > MAX_RECIPIENTS:
-            raise CmsLimitError(
-                f"the message has more than {MAX_RECIPIENTS} recipients, the limit"
-            )
-    return recipients
 
 
 def encrypt(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from services.crypto.cms.envelope import RecipientId
+    from services.crypto.cms.recipients import RecipientId
 
 
 class CmsError(Exception):

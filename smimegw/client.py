@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -21,8 +22,11 @@ async def request(
 ) -> dict[str, Any]:
     url = nats_url(settings)
     try:
-        nc = await nats.connect(url, connect_timeout=3, max_reconnect_attempts=0)
-    except (nats.errors.NoServersError, OSError, TimeoutError) as err:
+        async with asyncio.timeout(5):
+            nc = await nats.connect(
+                url, connect_timeout=3, allow_reconnect=False, max_reconnect_attempts=0
+            )
+    except (nats.errors.Error, OSError, TimeoutError) as err:
         raise GatewayUnreachableError(
             f"cannot connect to NATS at {url}: is the gateway running? "
             "Start it with `smimegw run` or set nats.url"

@@ -54,6 +54,8 @@ def start_server(
     """Start nats-server with JetStream on 127.0.0.1:`port`, stored in `store_dir`."""
     store_dir.mkdir(parents=True, exist_ok=True)
     with socket.socket() as probe:
+        # As nats-server does, allow a port whose old connections are in TIME_WAIT.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("127.0.0.1", port))
         except OSError as err:

@@ -6,6 +6,8 @@ import asyncio
 import importlib
 import logging
 import signal
+
+import nats.errors
 from collections.abc import Callable
 from typing import Protocol
 
@@ -63,7 +65,11 @@ async def serve(
     log.info("%s stopping", name)
     await service.stop()
     # FastStream's stop waits up to graceful_timeout for handlers in flight.
-    await runtime.broker.stop()
+    try:
+        await runtime.broker.stop()
+    except nats.errors.ConnectionReconnectingError:
+        # Draining needs a connection; without one there is nothing to drain.
+        await runtime.nc.close()
     log.info("%s stopped", name)
 
 

@@ -93,7 +93,7 @@ class SinkHandler:
     ) -> str:
         self.messages.append(
             Received(
-                envelope.mail_from or "",
+                "" if envelope.mail_from in (None, "<>") else envelope.mail_from,
                 list(envelope.rcpt_tos),
                 envelope.original_content or b"",
             )

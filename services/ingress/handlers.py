@@ -121,7 +121,7 @@ class IngressHandler:
                 ref = await self.runtime.bodies.put(queue_id, body)
                 event = MailReceived.create(
                     queue_id=queue_id,
-                    sender=envelope.mail_from or "",
+                    sender=_reverse_path(envelope.mail_from),
                     recipients=tuple(envelope.rcpt_tos),
                     client=client,
                     body=ref,
@@ -171,6 +171,11 @@ class IngressHandler:
         # aiosmtpd's default reply carries the exception text; never send that.
         log.error("SMTP session failed: %s", type(error).__name__, exc_info=error)
         return "421 4.3.0 Service temporarily unavailable, closing connection"
+
+
+def _reverse_path(mail_from: str | None) -> str:
+    """The envelope sender; aiosmtpd reports the null sender as "<>", we use ""."""
+    return "" if mail_from in (None, "", "<>") else mail_from
 
 
 def _peer_ip(session: Session) -> str:

@@ -28,6 +28,7 @@ import binascii
 import encodings.idna
 import enum
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -294,18 +295,25 @@ def _load_pem_certificate(
         return x509.load_pem_x509_certificate(block)
     except ValueError as err:
         der = _pem_body(block)
+        if not der:
+            raise CertificateImportError(
+                ImportErrorCategory.CORRUPTED,
+                f"{position} of {filename!r} is not valid base64. Copy the file "
+                "again from its source.",
+                filename=filename,
+            ) from err
         raise _classify_undecodable_certificate(
             der, filename, f"{position} of {filename!r}"
         ) from err
 
 
 def _pem_body(block: bytes) -> bytes | None:
-    """Return the base64-decoded body of a PEM block, or None when it is not base64."""
+    """Return the decoded body of a PEM block, or None when it is not base64."""
     lines = block.splitlines()[1:-1]
-    body = b"".join(line for line in lines if b":" not in line)
+    body = b"".join(line.strip() for line in lines if b":" not in line)
     try:
-        return base64.b64decode(body, validate=False)
-    except binascii.Error:
+        return base64.b64decode(body, validate=True)
+    except (binascii.Error, ValueError):
         return None
 
 
@@ -339,9 +347,18 @@ def _load_pkcs7(data: bytes, filename: str, *, pem: bool) -> list[x509.Certifica
             filename=filename,
         )
     try:
-        if pem:
-            return list(pkcs7.load_pem_pkcs7_certificates(data))
-        return list(pkcs7.load_der_pkcs7_certificates(data))
+        # cryptography 50 warns when it falls back to BER, which OpenSSL writes
+        # (crl2pkcs7 leaves the certificate SET unsorted). NOTE: catch_warnings
+        # changes process-wide state and is not thread-safe before Python 3.14.
+        with warnings.catch_warnings():
+            warnings.filterwarnings(
+                "ignore",
+                message="PKCS#7 certificates could not be parsed as DER",
+                category=UserWarning,
+            )
+            if pem:
+                return list(pkcs7.load_pem_pkcs7_certificates(data))
+            return list(pkcs7.load_der_pkcs7_certificates(data))
     except ValueError as err:
         raise CertificateImportError(
             ImportErrorCategory.CORRUPTED,

@@ -262,7 +262,7 @@ def test_enveloped_data_versions(parties: dict[str, Party]) -> None:
     assert cms.ContentInfo.load(with_ec)["content"]["version"].native == "v2"
 
 
-def test_openssl_decrypts_for_each_of_mixed_recipients(
+def test_openssl_decrypts_mixed_recipients(
     parties: dict[str, Party], tmp_path: Path
 ) -> None:
     names = ["rsa", "p256", "p384", "p521"]
@@ -673,7 +673,7 @@ def _replace_ciphertext(der: bytes, change: bytes) -> bytes:
     return der.replace(old, new)
 
 
-def test_bad_padding_and_wrong_key_give_one_message(parties: dict[str, Party]) -> None:
+def test_padding_and_key_errors_match(parties: dict[str, Party]) -> None:
     party = parties["p256"]
     plain = b"A" * 16  # padded with a full block of 0x10 bytes
     der = envelope.encrypt(plain, [party.certificate], content_algorithm="aes128-cbc")
@@ -817,9 +817,11 @@ def _auth_enveloped(
     associated_data = auth_attrs.dump() if auth_attrs is not None else None
     sealed = AESGCM(key).encrypt(nonce, MESSAGE, associated_data)
     ciphertext, full_tag = sealed[:-16], sealed[-16:]
+
     parameters = {"aes_nonce": nonce}
     if write_icvlen:
         parameters["aes_icvlen"] = tag_size
+
     public_key = party.certificate.public_key()
     assert isinstance(public_key, rsa.RSAPublicKey)
     certificate = asn1_x509.Certificate.load(
@@ -840,6 +842,7 @@ def _auth_enveloped(
             "encrypted_key": public_key.encrypt(key, padding.PKCS1v15()),
         },
     )
+
     fields = {
         "version": "v0",
         "recipient_infos": [recipient_info],
@@ -902,7 +905,7 @@ def test_gcm_tag_length_must_match_parameters(parties: dict[str, Party]) -> None
         envelope.decrypt(der, [parties["rsa"].recipient_key])
 
 
-def test_gcm_authenticated_attributes_are_authenticated(
+def test_gcm_auth_attrs_enter_tag(
     parties: dict[str, Party],
 ) -> None:
     attributes = cms.CMSAttributes([{"type": "content_type", "values": ["data"]}])
@@ -952,10 +955,10 @@ def test_recipient_id_built_by_hand_matches(parties: dict[str, Party]) -> None:
     assert not rid.matches(parties["p521"].certificate)
 
 
-def test_ski_of_certificate_without_extension_matches(
+def test_ski_without_extension_matches(
     fran: dict[str, RecipientKey],
 ) -> None:
-    # Fran's certificates have no SKI extension; RFC 5280 method 1 names them.
+    # Fran's certificates have no SKI extension, so RFC 5280 method 1 names them.
     certificate = fran["Fran-ec.p12"].certificate
     computed = x509.SubjectKeyIdentifier.from_public_key(certificate.public_key())
 
@@ -973,3 +976,140 @@ def test_reprs_hold_no_secrets(parties: dict[str, Party]) -> None:
 
     assert "Gateway test message" not in repr(decrypted)
     assert "private_key" not in repr(party.recipient_key)
+
+
+# --- Structures other implementations or attackers may send ------------------------
+
+
+def _rebuild(
+    der: bytes,
+    *,
+    recipient_infos: list[cms.RecipientInfo] | None = None,
+    encrypted_content_info: cms.EncryptedContentInfo | None = None,
+) -> bytes:
+    """Re-encode EnvelopedData `der` with some of its parts replaced."""
+    enveloped = cms.ContentInfo.load(der)["content"]
+    new = cms.EnvelopedData(
+        {
+            "version": "v2",
+            "recipient_infos": recipient_infos
+            if recipient_infos is not None
+            else [info.copy() for info in enveloped["recipient_infos"]],
+            "encrypted_content_info": encrypted_content_info
+            if encrypted_content_info is not None
+            else enveloped["encrypted_content_info"].copy(),
+        }
+    )
+    content_info = cms.ContentInfo({"content_type": "enveloped_data", "content": new})
+    return bytes(content_info.dump())
+
+
+def test_other_recipients_algorithm_ignored(
+    parties: dict[str, Party],
+) -> None:
+    der = envelope.encrypt(
+        MESSAGE, [parties["rsa"].certificate, parties["p256"].certificate]
+    )
+    std_dh_sha256 = bytes.fromhex("06062b8104010b01")
+    assert der.count(std_dh_sha256) == 1
+    # 1.3.132.1.15.1 is mqvSinglePass-sha256kdf-scheme (RFC 5753).
+    changed = der.replace(std_dh_sha256, bytes.fromhex("06062b8104010f01"))
+
+    assert envelope.decrypt(changed, [parties["rsa"].recipient_key]).content == MESSAGE
+    with pytest.raises(UnsupportedAlgorithmError, match="ECMQV") as caught:
+        envelope.decrypt(changed, [parties["p256"].recipient_key])
+    assert caught.value.algorithm == "1.3.132.1.15.1"
+
+
+def test_static_originator_is_unsupported(parties: dict[str, Party]) -> None:
+    der = envelope.encrypt(MESSAGE, [parties["p256"].certificate])
+    info = cms.ContentInfo.load(der)["content"]["recipient_infos"][0].chosen
+    static = cms.KeyAgreeRecipientInfo(
+        {
+            "version": "v3",
+            "originator": cms.OriginatorIdentifierOrKey(
+                name="subject_key_identifier", value=b"\x01" * 20
+            ),
+            "key_encryption_algorithm": info["key_encryption_algorithm"].copy(),
+            "recipient_encrypted_keys": info["recipient_encrypted_keys"].copy(),
+        }
+    )
+    changed = _rebuild(
+        der, recipient_infos=[cms.RecipientInfo(name="kari", value=static)]
+    )
+
+    with pytest.raises(UnsupportedAlgorithmError, match="static-static"):
+        envelope.decrypt(changed, [parties["p256"].recipient_key])
+
+
+def test_detached_content_is_rejected(parties: dict[str, Party]) -> None:
+    der = envelope.encrypt(MESSAGE, [parties["p256"].certificate])
+    content = cms.ContentInfo.load(der)["content"]["encrypted_content_info"]
+    detached = cms.EncryptedContentInfo(
+        {
+            "content_type": "data",
+            "content_encryption_algorithm": content[
+                "content_encryption_algorithm"
+            ].copy(),
+        }
+    )
+
+    with pytest.raises(MalformedCmsError, match="detached"):
+        envelope.decrypt(
+            _rebuild(der, encrypted_content_info=detached),
+            [parties["p256"].recipient_key],
+        )
+
+
+def test_gcm_inside_enveloped_data_is_rejected(parties: dict[str, Party]) -> None:
+    der = envelope.encrypt(MESSAGE, [parties["p256"].certificate])
+    gcm = envelope.encrypt(
+        MESSAGE, [parties["p256"].certificate], content_algorithm="aes128-gcm"
+    )
+    gcm_content = cms.ContentInfo.load(gcm)["content"]["auth_encrypted_content_info"]
+
+    with pytest.raises(MalformedCmsError, match="AES-GCM"):
+        envelope.decrypt(
+            _rebuild(der, encrypted_content_info=gcm_content.copy()),
+            [parties["p256"].recipient_key],
+        )
+
+
+def test_recipient_count_is_limited(parties: dict[str, Party]) -> None:
+    der = envelope.encrypt(MESSAGE, [parties["rsa"].certificate])
+    info = cms.ContentInfo.load(der)["content"]["recipient_infos"][0]
+    at_limit = _rebuild(der, recipient_infos=[info.copy()] * envelope.MAX_RECIPIENTS)
+    over_limit = _rebuild(
+        der, recipient_infos=[info.copy()] * (envelope.MAX_RECIPIENTS + 1)
+    )
+
+    assert len(envelope.recipient_ids(at_limit)) == envelope.MAX_RECIPIENTS
+    with pytest.raises(CmsLimitError, match=str(envelope.MAX_RECIPIENTS)):
+        envelope.recipient_ids(over_limit)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"\x30\x80" * 5000 + b"\x00\x00" * 5000,
+        b"\x30\x84\xff\xff\xff\xff" + bytes(10),
+        b"\x30\x88" + b"\xff" * 8 + bytes(10),
+        b"\x1f" + b"\xff" * 100 + b"\x01\x00",
+    ],
+    ids=["empty", "deep-nesting", "huge-length", "huge-length-8", "huge-tag"],
+)
+def test_hostile_encodings_are_malformed(data: bytes) -> None:
+    with pytest.raises(MalformedCmsError):
+        envelope.decrypt(data, [])
+    with pytest.raises(MalformedCmsError):
+        envelope.recipient_ids(data)
+
+
+def test_key_of_other_type_fails(parties: dict[str, Party]) -> None:
+    der = envelope.encrypt(MESSAGE, [parties["rsa"].certificate])
+    # The RSA certificate bound to an EC key by mistake.
+    mismatched = RecipientKey(parties["rsa"].certificate, parties["p256"].key)
+
+    with pytest.raises(DecryptionFailedError):
+        envelope.decrypt(der, [mismatched])

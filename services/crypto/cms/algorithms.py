@@ -2,7 +2,7 @@
 
 Names follow the gateway's configuration vocabulary ("aes256-cbc", "rsa-oaep-sha256").
 Every OID that the gateway rejects on purpose is listed with the standard that defines
-it, so that an error can say what the sender used.
+it, so that an error names what the sender used.
 """
 
 from __future__ import annotations

@@ -25,12 +25,12 @@ GCM_NONCE_SIZE = 12  # RFC 5084 section 3.2 recommends 12 octets
 GCM_TAG_SIZE = 16
 # RFC 5084 section 3.2: AES-GCM-ICVlen ::= INTEGER (12 | 13 | 14 | 15 | 16)
 _GCM_TAG_SIZES = range(12, 17)
-# cryptography's GCM mode takes nonces of 8 to 128 bytes.
+# cryptography 50's GCM mode takes nonces of 8 to 128 bytes.
 _GCM_NONCE_SIZES = range(8, 129)
 
 
 class _GcmParameters(core.Sequence):  # type: ignore[misc]
-    """GCMParameters of RFC 5084; the ICV length defaults to 12 octets."""
+    """GCMParameters of RFC 5084, where the ICV length defaults to 12 octets."""
 
     _fields = [  # noqa: RUF012 - asn1crypto's class-level schema
         ("aes_nonce", core.OctetString),

@@ -39,8 +39,8 @@ class NoMatchingRecipientError(CmsError):
 class DecryptionFailedError(CmsError):
     """A recipient key matched, but the content could not be decrypted with it.
 
-    The message never says which step failed (key transport, key unwrap, padding
-    or authentication tag), so the error cannot serve as a padding oracle.
+    The message does not name the step that failed (key transport, key unwrap,
+    padding or authentication tag), so the error cannot serve as a padding oracle.
     """
 
     def __init__(self, certificate_fingerprint: str, message: str) -> None:

@@ -19,7 +19,7 @@ RSA_KEY_TRANSPORTS = ("rsa-pkcs1v15", "rsa-oaep-sha1", "rsa-oaep-sha256")
 
 
 class _OaepParameters(core.Sequence):  # type: ignore[misc]
-    """RSAES-OAEP-params; an absent field takes the SHA-1 / MGF1-SHA-1 default."""
+    """RSAES-OAEP-params, where an absent field takes the SHA-1 / MGF1-SHA-1 default."""
 
     _fields = [  # noqa: RUF012 - asn1crypto's class-level schema
         ("hash_algorithm", AlgorithmIdentifier, {"explicit": 0, "optional": True}),
@@ -125,8 +125,9 @@ def decrypt_key(
 ) -> bytes | None:
     """Decrypt a content-encryption key, or return None when decryption fails.
 
-    With PKCS#1 v1.5 and OpenSSL 3.2 or later, a wrong key does not fail: implicit
-    rejection returns pseudorandom bytes of a pseudorandom length. The caller checks
+    With PKCS#1 v1.5 and OpenSSL 3.2 or later (cryptography 50 bundles 4.0), a wrong
+    key does not fail. Implicit rejection returns pseudorandom bytes of a
+    pseudorandom length instead. The caller checks
     the length and lets the content decryption fail.
     """
     try:

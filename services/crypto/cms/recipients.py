@@ -52,7 +52,7 @@ class RecipientId:
     issuer_der: bytes | None = field(default=None, repr=False, compare=False)
 
     def matches(self, certificate: x509.Certificate) -> bool:
-        """Tell whether this identifier names `certificate`."""
+        """Return True when this identifier names `certificate`."""
         if self.kind == "subject-key-identifier":
             return self.subject_key_identifier in _subject_key_identifiers(certificate)
         if self.serial != certificate.serial_number:

@@ -6,10 +6,10 @@ import asyncio
 import importlib
 import logging
 import signal
-
-import nats.errors
 from collections.abc import Callable
 from typing import Protocol
+
+import nats.errors
 
 from smimegw.runtime import Runtime
 from smimegw.settings import Settings

@@ -5,7 +5,7 @@ import binascii
 import re
 
 from .errors import MalformedMimeError
-from .headers import MAX_LINE_OCTETS
+from .headers import MAX_LINE_OCTETS, to_crlf
 
 # RFC 2045 section 6.8: encoded lines are at most 76 characters.
 _BASE64_LINE = 76
@@ -51,8 +51,9 @@ def looks_like_base64(body: bytes) -> bool:
 
 
 def encode_quoted_printable(text: bytes) -> bytes:
-    """Encode CRLF text as quoted-printable, keeping its CRLF line breaks."""
-    return binascii.b2a_qp(text, quotetabs=False, istext=True, header=False)
+    """Encode CRLF text as quoted-printable, with CRLF hard and soft line breaks."""
+    # binascii uses LF for soft line breaks when the text has no line end at all.
+    return to_crlf(binascii.b2a_qp(text, quotetabs=False, istext=True, header=False))
 
 
 def decode_quoted_printable(text: bytes) -> bytes:

@@ -584,13 +584,17 @@ def _parse_certificate(choice: cms.CertificateChoices) -> _EmbeddedCertificate |
             return None
         asn1_certificate = choice.chosen
         certificate = x509.load_der_x509_certificate(asn1_certificate.dump())
+        # cryptography decodes names, extensions and validity on first access.
+        # Touching them here makes a malformed certificate fail now, so it is skipped.
+        _ = (certificate.subject, certificate.issuer, certificate.extensions)
+        _ = (certificate.not_valid_before_utc, certificate.not_valid_after_utc)
         return _EmbeddedCertificate(
             issuer_key=asn1_certificate.issuer.hashable,
             serial=asn1_certificate.serial_number,
             key_identifier=asn1_certificate.key_identifier,
             certificate=certificate,
         )
-    except _DECODE_ERRORS:
+    except (*_DECODE_ERRORS, x509.InvalidVersion):
         return None
 
 

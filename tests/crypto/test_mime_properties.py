@@ -88,7 +88,7 @@ def _free_text(draw: st.DrawFn) -> bytes:
 
 
 def _node(draw: st.DrawFn, path: str, depth: int) -> tuple[bytes, bool]:
-    """Return a random entity and whether it holds a binary part.
+    """Return a random entity and whether it contains a binary part.
 
     Boundaries are made from the node's path in the tree, so they are unique.
     """

@@ -23,22 +23,22 @@ def encode_base64_lines(data: bytes) -> bytes:
     return b"\r\n".join(lines)
 
 
-def decode_base64(text: bytes, what: str) -> bytes:
+def decode_base64(text: bytes, body_name: str) -> bytes:
     """Decode base64 text, ignoring whitespace and restoring missing padding.
 
-    Raises MalformedMimeError when `text` holds anything but the base64 alphabet,
-    whitespace and final padding. `what` names the body in that message.
+    Raises MalformedMimeError, naming the body by `body_name`, when `text` contains
+    anything but the base64 alphabet, whitespace and final padding.
     """
     compact = text.translate(None, _WHITESPACE)
     if not _BASE64_TEXT.fullmatch(compact):
         raise MalformedMimeError(
-            f"{what} is not valid base64: it contains characters outside the base64 "
-            "alphabet or padding before its end"
+            f"{body_name} is not valid base64: it contains characters outside the "
+            "base64 alphabet or padding before its end"
         )
     compact = compact.rstrip(b"=")
     if len(compact) % 4 == 1:
         raise MalformedMimeError(
-            f"{what} is not valid base64: its length leaves one character over"
+            f"{body_name} is not valid base64: its length leaves one character over"
         )
     compact += b"=" * (-len(compact) % 4)
     return base64.b64decode(compact, validate=True)
@@ -57,7 +57,7 @@ def encode_quoted_printable(text: bytes) -> bytes:
 
 
 def decode_quoted_printable(text: bytes) -> bytes:
-    """Decode quoted-printable text; invalid "=" sequences stay as they are."""
+    """Decode quoted-printable text, leaving invalid "=" sequences as they are."""
     return binascii.a2b_qp(text)
 
 

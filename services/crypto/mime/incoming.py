@@ -26,7 +26,7 @@ _BARE_LF = re.compile(rb"(?<!\r)\n")
 
 
 class SmimeKind(enum.StrEnum):
-    """What the top-level body of a message is."""
+    """Kind of S/MIME layer at the top of a message."""
 
     ENVELOPED = "enveloped"
     OPAQUE_SIGNED = "opaque-signed"
@@ -183,7 +183,7 @@ def _signed_delimiters(
     return found[0], found[1], found[2] if len(found) == 3 else None
 
 
-def decode_cms_body(body: bytes, transfer_encoding: str, what: str) -> bytes:
+def decode_cms_body(body: bytes, transfer_encoding: str, body_name: str) -> bytes:
     """Return the DER of a body that carries a CMS object.
 
     base64 is decoded leniently, binary and 8bit bodies are taken as they are, and a
@@ -194,11 +194,13 @@ def decode_cms_body(body: bytes, transfer_encoding: str, what: str) -> bytes:
     if transfer_encoding == "base64" or (
         transfer_encoding not in ("binary", "8bit") and looks_like_base64(body)
     ):
-        der = decode_base64(body, what)
+        der = decode_base64(body, body_name)
     else:
         der = body
     if not der:
-        raise MalformedMimeError(f"{what} is empty; it should hold a CMS object")
+        raise MalformedMimeError(
+            f"{body_name} is empty, but it must contain a CMS object"
+        )
     return der
 
 

@@ -1,7 +1,7 @@
 """S/MIME messages built around DER CMS objects (RFC 8551 section 3).
 
-The caller signs or encrypts the bytes this module hands it and passes the DER back;
-every function returns CRLF bytes, so the result can go to SMTP as it is.
+The caller signs or encrypts the bytes that this module returns and passes the DER
+back. Every function returns CRLF bytes, so the result can go to SMTP as it is.
 """
 
 import secrets
@@ -41,8 +41,8 @@ _BOUNDARY_ATTEMPTS = 8
 def split_message(message: bytes) -> tuple[bytes, bytes]:
     """Split a message into its outer header fields and the MIME entity to protect.
 
-    The entity holds every Content-* field (RFC 8551 section 3.1: the fields that
-    describe the content) and the body, byte for byte. The outer part holds all other
+    The entity contains every Content-* field (RFC 8551 section 3.1: the fields that
+    describe the content) and the body, byte for byte. The outer part contains all other
     fields, MIME-Version and Received included, with CRLF line ends. A message without
     Content-Type gets "text/plain; charset=us-ascii", the RFC 2045 default, on its
     entity.
@@ -128,7 +128,7 @@ def join_message(outer_headers: bytes, entity: bytes) -> bytes:
     """Put outer header fields, MIME-Version: 1.0 and an entity together as a message.
 
     Any MIME-Version field in `outer_headers` is replaced. Raises MalformedMimeError
-    when `outer_headers` holds a Content-* field or anything but header fields.
+    when `outer_headers` contains a Content-* field or anything but header fields.
     """
     block = parse_header_block(outer_headers)
     if block.body_start != len(outer_headers):
@@ -136,7 +136,7 @@ def join_message(outer_headers: bytes, entity: bytes) -> bytes:
             "outer headers contain a line that is not a header field, or an empty "
             "line; pass the outer part returned by split_message"
         )
-    kept: list[bytes] = []
+    lines: list[bytes] = []
     for field in block.fields:
         if field.key.startswith("content-"):
             raise MalformedMimeError(
@@ -145,10 +145,10 @@ def join_message(outer_headers: bytes, entity: bytes) -> bytes:
             )
         if field.key != "mime-version":
             raw = to_crlf(field.raw)
-            kept.append(raw if raw.endswith(_CRLF) else raw + _CRLF)
-    kept.append(_MIME_VERSION)
-    kept.append(entity)
-    return b"".join(kept)
+            lines.append(raw if raw.endswith(_CRLF) else raw + _CRLF)
+    lines.append(_MIME_VERSION)
+    lines.append(entity)
+    return b"".join(lines)
 
 
 def build_signed_multipart(

@@ -462,3 +462,28 @@ def test_email_addresses_dn_only(root: Issued) -> None:
 
 def test_email_addresses_none(root: Issued) -> None:
     assert email_addresses(issue_signer("alice", root).certificate) == ()
+
+
+def test_name_constraints_enforced(root: Issued) -> None:
+    constrained = issue_ca("Constrained", key=rsa_key(3), parent=root)
+    constraint = x509.NameConstraints(
+        permitted_subtrees=[x509.RFC822Name("example.com")], excluded_subtrees=None
+    )
+    # Re-sign the intermediate with a nameConstraints extension for example.com.
+    builder = x509.CertificateBuilder(
+        issuer_name=constrained.certificate.issuer,
+        subject_name=constrained.certificate.subject,
+        public_key=constrained.certificate.public_key(),
+        serial_number=constrained.certificate.serial_number,
+        not_valid_before=constrained.certificate.not_valid_before_utc,
+        not_valid_after=constrained.certificate.not_valid_after_utc,
+        extensions=list(constrained.certificate.extensions),
+    ).add_extension(constraint, critical=True)
+    constrained = Issued(builder.sign(root.key, hashes.SHA256()), constrained.key)
+    inside = issue_signer("alice", constrained, san_email="alice@example.com")
+    outside = issue_signer("mallory", constrained, san_email="mallory@example.org")
+
+    assert check(inside, [root], [constrained]).status == "trusted"
+    result = check(outside, [root], [constrained])
+    assert result.status == "untrusted"
+    assert "name constraint" in result.reason

@@ -1,9 +1,9 @@
 """SMIMECapabilities signed attribute (RFC 8551 section 2.5.2).
 
 A signer lists the algorithms it can decrypt, most preferred first, so that a partner
-knows what to encrypt with when it answers. Names follow the gateway's configuration
-vocabulary ("aes256-cbc", "aes128-gcm"); an identifier without a name here is reported
-by its dotted OID.
+can choose the content-encryption algorithm of its reply. Names follow the gateway's
+configuration vocabulary ("aes256-cbc", "aes128-gcm"). An identifier without a name
+here is reported by its dotted OID.
 """
 
 from __future__ import annotations
@@ -31,10 +31,9 @@ _NAMES_BY_OID = {
 }
 _OIDS_BY_NAME = {name: oid for oid, name in _NAMES_BY_OID.items()}
 
-# What the gateway announces when it signs, most preferred first. RFC 8551 section 2.7
-# requires receiving agents to decrypt AES-128-GCM and AES-256-GCM (AuthEnvelopedData,
-# RFC 5083) and AES-128-CBC; AES-256-CBC and AES-192-CBC follow because many clients
-# encrypt with nothing else.
+# Algorithms the gateway announces when it signs, most preferred first. AES-GCM comes
+# first because it authenticates the content (AuthEnvelopedData, RFC 5083 and RFC 5084)
+# and the gateway decrypts it. AES-CBC follows for clients that cannot send AES-GCM.
 GATEWAY_CAPABILITIES: tuple[str, ...] = (
     "aes256-gcm",
     "aes128-gcm",
@@ -55,7 +54,7 @@ def encode_capabilities(names: tuple[str, ...]) -> cms.SMIMECapabilites:
             f"SMIMECapabilities names {unknown} are unknown; "
             f"use names from {sorted(_OIDS_BY_NAME)}"
         )
-    # RFC 8551 section 2.5.2: AES identifiers carry no parameters in a capability.
+    # AES identifiers are written without parameters, as OpenSSL writes them.
     return cms.SMIMECapabilites(
         [{"capability_id": _OIDS_BY_NAME[name]} for name in names]
     )
@@ -64,8 +63,8 @@ def encode_capabilities(names: tuple[str, ...]) -> cms.SMIMECapabilites:
 def decode_capabilities(value: cms.SMIMECapabilites) -> tuple[str, ...]:
     """Return the algorithm names that a parsed attribute value announces, in order.
 
-    RC2 carries its effective key size as an INTEGER parameter (RFC 8551 section
-    2.5.2) and is reported as "rc2-40-cbc", "rc2-128-cbc" and so on.
+    An RC2 capability carries its key size in bits as an INTEGER parameter and is
+    reported as "rc2-40-cbc", "rc2-128-cbc" and so on.
     """
     names: list[str] = []
     for capability in value:

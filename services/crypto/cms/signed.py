@@ -75,8 +75,9 @@ _HASH_OIDS = {name: oid for oid, (name, _) in _HASHES.items()}
 _WEAK_HASHES = frozenset({"md5", "sha1"})
 
 # Signature algorithm OID: (family, hash name). A hash of None means the digest
-# algorithm of the SignerInfo (RFC 3370 section 3.2, RFC 5753 section 2.1.1) or, for
-# RSA-PSS, the hash in the parameters (RFC 4056).
+# algorithm of the SignerInfo, as for rsaEncryption (RFC 3370 section 3.2) and for
+# signers that name only the key algorithm, or, for RSA-PSS, the hash in its
+# parameters (RFC 4056).
 _SIGNATURE_ALGORITHMS: dict[str, tuple[str, str | None]] = {
     "1.2.840.113549.1.1.1": ("rsa-pkcs1v15", None),
     "1.2.840.113549.1.1.4": ("rsa-pkcs1v15", "md5"),
@@ -268,11 +269,13 @@ def _check_signing_key(
         raise ValueError("rsa_padding='pss' needs an RSA key")
 
     public = serialization.PublicFormat.SubjectPublicKeyInfo
-    certified = certificate.public_key().public_bytes(
+    certified_key = certificate.public_key().public_bytes(
         serialization.Encoding.DER, public
     )
-    held = private_key.public_key().public_bytes(serialization.Encoding.DER, public)
-    if certified != held:
+    signing_key = private_key.public_key().public_bytes(
+        serialization.Encoding.DER, public
+    )
+    if certified_key != signing_key:
         subject = certificate.subject.rfc4514_string()
         raise ValueError(
             f"the private key does not belong to the certificate of {subject}; "
@@ -523,13 +526,13 @@ def verify(
 
 
 @contextmanager
-def _decoding(what: str) -> Iterator[None]:
+def _decoding(structure: str) -> Iterator[None]:
     try:
         yield
     except _DECODE_ERRORS as err:
         raise MalformedCmsError(
-            f"{what} is not valid DER/BER ({type(err).__name__} while decoding it); "
-            "the sender produced a corrupt or non-standard structure"
+            f"{structure} is not valid DER/BER ({type(err).__name__} while "
+            "decoding it); the sender produced a corrupt or non-standard structure"
         ) from err
 
 
@@ -915,10 +918,9 @@ def _identity(
     from_matches = None
     if from_address is not None:
         # Accept "Name <addr>" as well as a bare address.
-        wanted = parseaddr(from_address)[1] or from_address
-        from_matches = wanted.strip().lower() in {
-            address.lower() for address in addresses
-        }
+        sender = parseaddr(from_address)[1] or from_address
+        known = {address.lower() for address in addresses}
+        from_matches = sender.strip().lower() in known
     return SignerIdentity(
         subject=certificate.subject.rfc4514_string(_ATTRIBUTE_NAMES),
         issuer=certificate.issuer.rfc4514_string(_ATTRIBUTE_NAMES),

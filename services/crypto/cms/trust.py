@@ -3,7 +3,7 @@
 Path building uses cryptography's `x509.verification` (Rust). Its client verifier takes
 custom extension policies, so S/MIME certificates without a subjectAltName and CA
 certificates with a non-critical basicConstraints are accepted. It keeps the Web PKI
-algorithm set of CA/Browser Forum Baseline Requirements 7.1.3 and knows no switch to
+algorithm set of CA/Browser Forum Baseline Requirements 7.1.3 and offers no option to
 widen it (cryptography 50.0.2): a path is built only over RSA keys of at least 2048 bits
 and ECDSA P-256/P-384/P-521 keys, with certificates signed by RSA PKCS#1 v1.5, RSA-PSS
 or ECDSA with SHA-256/384/512.
@@ -126,7 +126,7 @@ def check_signer_certificate(
 
     The path is validated at `now`. When that fails only because a certificate of the
     path is outside its validity period, the status is "expired" or "not-yet-valid"
-    rather than "untrusted", and the reason says whether the signer certificate was
+    rather than "untrusted", and the reason states whether the signer certificate was
     valid at `signing_time` (the signer's own claim, from the signingTime attribute).
     """
     problem = smime_signing_problem(certificate)

@@ -12,13 +12,13 @@ Addresses of a certificate, in this order:
    allows a non-ASCII local part);
 2. the PKCS#9 emailAddress attributes of the subject DN.
 
-RFC 5280 section 4.2.1.6 puts addresses in subjectAltName, but RFC 8550 section 3
-requires receiving agents to recognize both places, and older CAs (NSS's test CA among
-them) write the address only in the DN. So a certificate holds the union of both lists,
-and a DN that disagrees with its subjectAltName adds its address to the list rather than
-being ignored. Duplicates are dropped by their matching key (see `address_key`), keeping
-the first spelling. Addresses are reported as written, and `holds_address` compares them
-without regard to case.
+RFC 5280 section 4.2.1.6 puts addresses in subjectAltName, but its section 4.1.2.6
+still permits the emailAddress attribute in the DN for legacy implementations, and
+older CAs (NSS's test CA among them) write the address only in the DN. So the
+addresses of a certificate are the union of both lists, and a DN that disagrees with
+its subjectAltName adds its address rather than being ignored. Duplicates are dropped
+by their matching key (see `address_key`), keeping the first spelling. Addresses are
+reported as written, and `holds_address` compares them without regard to case.
 """
 
 from __future__ import annotations
@@ -187,7 +187,7 @@ class CertificateFacts:
 def load_certificates(data: bytes, filename: str) -> list[x509.Certificate]:
     """Load every certificate of a PEM, DER or PKCS#7 file, in file order.
 
-    Raises `CertificateImportError` when the file holds no readable certificate.
+    Raises `CertificateImportError` when the file contains no readable certificate.
     """
     if not data.strip():
         raise CertificateImportError(
@@ -550,19 +550,19 @@ def _domain_key(domain: str) -> str:
 
 
 def holds_address(facts: CertificateFacts, address: str) -> bool:
-    """Tell whether the certificate holds `address`, ignoring case."""
+    """Return whether `address` is one of the certificate's addresses, ignoring case."""
     wanted = address_key(address)
     return any(address_key(held) == wanted for held in facts.addresses)
 
 
 def _key_usage(certificate: x509.Certificate, public_key: object) -> KeyUsage:
-    """Derive what S/MIME may use a certificate's key for (RFC 8550 section 4.4).
+    """Derive what S/MIME may use a certificate's key for.
 
     keyUsage digitalSignature or nonRepudiation allows signing, and keyEncipherment
     or keyAgreement allows encryption. A certificate without keyUsage allows both.
     An extendedKeyUsage without emailProtection or anyExtendedKeyUsage allows
     neither. The key type limits the result further: an Ed25519 or DSA key cannot
-    encrypt and an X25519 key cannot sign, whatever the extensions say.
+    encrypt and an X25519 key cannot sign, whatever the extensions allow.
     """
     extensions = certificate.extensions
     can_sign = isinstance(public_key, _SIGNING_KEYS)
@@ -656,8 +656,8 @@ def status_at(facts: CertificateFacts, now: datetime) -> ValidityStatus:
     """
     if now.tzinfo is None or now.utcoffset() is None:
         raise ValueError(
-            f"status_at needs a timezone-aware time, got naive {now.isoformat()}; "
-            "pass datetime.now(timezone.utc)"
+            f"status_at needs a timezone-aware time, got naive {now.isoformat()}. "
+            "Pass datetime.now(timezone.utc)."
         )
     if now < facts.not_before:
         return "not-yet-valid"
@@ -682,10 +682,11 @@ def find_issuer_chain(
     in `cas`. A CA certificate that is itself in `cas` is a chain of one. Returns None
     when the certificate's issuer is not in `cas`.
 
-    This answers "has the issuing CA been imported?" and is no path validation: it
-    checks neither validity periods nor name constraints. cryptography 50 rejects
-    SHA-1 certificate signatures; `allow_sha1` verifies those with the issuer's
-    public key instead, for old CAs such as the RFC 4134 examples.
+    The result shows whether the issuing CA has been imported. It is not path
+    validation, because it checks neither validity periods nor name constraints.
+    cryptography 50 rejects SHA-1 certificate signatures, so `allow_sha1` verifies
+    those with the issuer's public key instead, for old CAs such as the RFC 4134
+    examples.
     """
     chain = [certificate]
     seen = {_fingerprint(certificate)}

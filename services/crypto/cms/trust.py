@@ -267,6 +267,8 @@ def _describe_failure(err: verification.VerificationError) -> str:
     message = str(err)
     for prefix in ("validation failed: ", "candidates exhausted: "):
         message = message.removeprefix(prefix)
+    if message == "all candidates exhausted with no interior errors":
+        return "no issuer of the chain is among the trust anchors and intermediates"
     algorithm = re.match(
         r"Forbidden (public key|signature) algorithm: .*?params: (\w+)", message
     )

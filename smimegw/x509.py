@@ -280,6 +280,11 @@ def _hint_for_labels(labels: list[str]) -> str:
             "Import a private key together with its certificate as key material "
             "(--cert and --key), never as a certificate."
         )
+    if "TRUSTED CERTIFICATE" in labels:
+        return (
+            "OpenSSL's TRUSTED CERTIFICATE form is not read: convert it with "
+            "'openssl x509 -in FILE -out cert.pem'."
+        )
     if "CERTIFICATE REQUEST" in labels or "NEW CERTIFICATE REQUEST" in labels:
         return (
             "A certificate request is not a certificate: import the certificate "

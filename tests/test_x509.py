@@ -93,6 +93,13 @@ def test_corpus_certificate_loads(path: Path) -> None:
     assert facts.identity
     assert facts.not_before < facts.not_after
     assert facts.sha256_fingerprint == certificate.fingerprint(hashes.SHA256()).hex()
+    # The RFC 4134 certificates run to 2039, the RFC 9216 ones to 2052 and NSS's
+    # test CA to 2076. The oldest, from RFC 4134, start in August 1999.
+    assert status_at(facts, datetime.datetime(2038, 1, 1, tzinfo=UTC)) == "valid"
+    assert status_at(facts, datetime.datetime(1999, 1, 1, tzinfo=UTC)) == (
+        "not-yet-valid"
+    )
+    assert status_at(facts, datetime.datetime(2077, 1, 1, tzinfo=UTC)) == "expired"
 
 
 @requires_corpus
@@ -477,6 +484,16 @@ def test_bad_certificate_input(data: bytes, category: str) -> None:
         load_certificates(data, "upload.pem")
     assert category_of(error) == category
     assert "upload.pem" in str(error.value)
+
+
+def test_trusted_certificate_form_gets_hint(pki: Path) -> None:
+    data = openssl("x509", "-in", "ee.pem", "-trustout", "-addtrust",
+                   "emailProtection", cwd=pki)  # fmt: skip
+    assert b"BEGIN TRUSTED CERTIFICATE" in data
+    with pytest.raises(CertificateImportError) as error:
+        load_certificates(data, "trusted.pem")
+    assert category_of(error) == "no-certificate"
+    assert "openssl x509" in str(error.value)
 
 
 def test_truncated_der_is_corrupted(pki: Path) -> None:

@@ -25,6 +25,7 @@ import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 from asn1crypto import algos as asn1_algos
 from asn1crypto import cms as asn1_cms
@@ -49,6 +50,7 @@ from smimegw.x509 import (
 
 __all__ = [
     "MAX_ITERATIONS",
+    "MAX_SCRYPT_MEMORY",
     "MIN_ITERATIONS",
     "KeyImportError",
     "KeyMaterial",
@@ -63,6 +65,9 @@ __all__ = [
 MIN_ITERATIONS = 1000
 # Above this limit one import would hold a worker for seconds to minutes.
 MAX_ITERATIONS = 10_000_000
+# scrypt needs 128 * N * r bytes (RFC 7914), and cryptography 50 allocates
+# whatever the parameters ask for, so larger files are rejected before decryption.
+MAX_SCRYPT_MEMORY = 1 << 30
 # Nesting of safeContents bags allowed inside a PKCS#12 file.
 _MAX_BAG_DEPTH = 4
 
@@ -230,6 +235,20 @@ class _Protection:
     unreadable: str | None
     weak: bool
     iterations: int | None
+    # Memory in bytes that the scrypt key derivation needs, None for other KDFs.
+    scrypt_memory: int | None = None
+
+
+class _ScryptParameters(asn1_core.Sequence):  # type: ignore[misc]
+    """The scrypt-params of RFC 7914, which asn1crypto does not define."""
+
+    _fields: ClassVar[list[tuple[Any, ...]]] = [
+        ("salt", asn1_core.OctetString),
+        ("cost_parameter", asn1_core.Integer),
+        ("block_size", asn1_core.Integer),
+        ("parallelization_parameter", asn1_core.Integer),
+        ("key_length", asn1_core.Integer, {"optional": True}),
+    ]
 
 
 def _describe_encryption(
@@ -257,8 +276,12 @@ def _describe_pbes2(
     unreadable: list[str] = []
     if kdf_oid not in readable.kdfs:
         unreadable.append(kdf_name)
-    iterations = None
-    if kdf_oid == _PBKDF2:
+    iterations = scrypt_memory = None
+    if kdf_oid == _SCRYPT:
+        scrypt = _ScryptParameters.load(kdf["parameters"].dump())
+        cost, block_size = scrypt["cost_parameter"].native, scrypt["block_size"].native
+        scrypt_memory = 128 * int(cost) * int(block_size)
+    elif kdf_oid == _PBKDF2:
         kdf_parameters = kdf["parameters"]
         iterations = int(kdf_parameters["iteration_count"].native)
         prf_oid = kdf_parameters["prf"]["algorithm"].dotted
@@ -275,6 +298,7 @@ def _describe_pbes2(
         f"PBES2 with {' and '.join(unreadable)}" if unreadable else None,
         cipher.weak,
         iterations,
+        scrypt_memory,
     )
 
 
@@ -382,12 +406,24 @@ def _reject_non_der(data: bytes, filename: str) -> None:
             filename=filename,
         )
     if not data.startswith(b"\x30"):
+        if _is_base64_der(data):
+            hint = "It is base64 text: decode it to binary first (base64 -d)."
+        else:
+            hint = "Choose the .p12 or .pfx file exported with the private key."
         raise KeyImportError(
             ImportErrorCategory.NOT_PKCS12,
             f"{filename!r} is not a PKCS#12 file (it does not start with a DER "
-            "SEQUENCE). Choose the .p12 or .pfx file exported with the private key.",
+            f"SEQUENCE). {hint}",
             filename=filename,
         )
+
+
+def _is_base64_der(data: bytes) -> bool:
+    try:
+        decoded = base64.b64decode(b"".join(data.split()), validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return decoded.startswith(b"\x30")
 
 
 def _inspect_pfx(data: bytes, filename: str) -> _PfxLayout | KeyImportError:
@@ -523,18 +559,36 @@ def _read_safe_contents(
 
 
 def _check_pfx_iterations(layout: _PfxLayout, filename: str) -> None:
-    counts = [p.iterations for p in layout.key_protections + layout.safe_protections]
+    protections = layout.key_protections + layout.safe_protections
     if layout.mac is not None:
-        counts.append(layout.mac.iterations)
-    highest = max((count for count in counts if count is not None), default=0)
-    if highest > MAX_ITERATIONS:
-        raise KeyImportError(
-            ImportErrorCategory.LIMIT_EXCEEDED,
-            f"PKCS#12 file {filename!r} asks for {highest} key derivation "
-            f"iterations, more than the limit of {MAX_ITERATIONS}. Export it again "
-            "with the default iteration count.",
-            filename=filename,
+        protections.append(
+            _Protection("MAC", None, weak=False, iterations=layout.mac.iterations)
         )
+    _check_cost(protections, f"PKCS#12 file {filename!r}", filename)
+
+
+def _check_cost(
+    protections: Sequence[_Protection], description: str, filename: str
+) -> None:
+    """Reject key derivation that would take too long or use too much memory."""
+    for protection in protections:
+        if protection.iterations is not None and protection.iterations > MAX_ITERATIONS:
+            raise KeyImportError(
+                ImportErrorCategory.LIMIT_EXCEEDED,
+                f"{description} asks for {protection.iterations} key derivation "
+                f"iterations, more than the limit of {MAX_ITERATIONS}. Export it "
+                "again with the default iteration count.",
+                filename=filename,
+            )
+        memory = protection.scrypt_memory
+        if memory is not None and memory > MAX_SCRYPT_MEMORY:
+            raise KeyImportError(
+                ImportErrorCategory.LIMIT_EXCEEDED,
+                f"{description} asks for {memory} bytes of scrypt memory, more than "
+                f"the limit of {MAX_SCRYPT_MEMORY}. Export it again with smaller "
+                "scrypt parameters or with PBKDF2.",
+                filename=filename,
+            )
 
 
 # Failure classification
@@ -906,14 +960,7 @@ def load_pem_key(
         return _load_plain_pem_key(block, filename), []
     if not password:
         raise _password_required(filename)
-    if protection.iterations is not None and protection.iterations > MAX_ITERATIONS:
-        raise KeyImportError(
-            ImportErrorCategory.LIMIT_EXCEEDED,
-            f"Key file {filename!r} asks for {protection.iterations} key derivation "
-            f"iterations, more than the limit of {MAX_ITERATIONS}. Encrypt the key "
-            "again with the default iteration count.",
-            filename=filename,
-        )
+    _check_cost([protection], f"Key file {filename!r}", filename)
     try:
         key = serialization.load_pem_private_key(block, password)
     except (ValueError, TypeError, UnsupportedAlgorithm) as err:

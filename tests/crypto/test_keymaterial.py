@@ -373,6 +373,13 @@ def test_der_certificate_given_as_p12(pki: Path) -> None:
     assert "certificate" in error.message
 
 
+def test_base64_p12_gets_decode_hint(pki: Path) -> None:
+    data = base64.encodebytes(export_p12(pki))
+    error = import_error(lambda: load_pkcs12(data, PASSWORD, "user.p12.b64"))
+    assert error.category == "not-pkcs12"
+    assert "base64" in error.message
+
+
 @pytest.mark.parametrize("data", [b"", b"\x00\x01garbage", b"\x04\x02ab"])
 def test_non_der_given_as_p12(data: bytes) -> None:
     assert import_error(lambda: load_pkcs12(data, None, "x.p12")).category == (
@@ -541,6 +548,18 @@ def test_encrypted_pkcs8_unreadable(
         error = import_error(lambda: load_pem_key(data, password, "user.key"))  # noqa: B023
         assert error.category == "unsupported-algorithm"
         assert algorithm in error.message
+
+
+def test_pem_key_cost_limits(pki: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # OpenSSL's -scrypt uses N=16384 and r=8, so 16 MiB of memory.
+    monkeypatch.setattr(keymaterial, "MAX_SCRYPT_MEMORY", 1 << 20)
+    error = import_error(lambda: load_pem_key(pkcs8(pki, "-scrypt"), PASSWORD, "s"))
+    assert error.category == "limit-exceeded"
+    assert str(128 * 16384 * 8) in error.message
+    monkeypatch.setattr(keymaterial, "MAX_ITERATIONS", 100)
+    error = import_error(lambda: load_pem_key(pkcs8(pki), PASSWORD, "slow.key"))
+    assert error.category == "limit-exceeded"
+    assert "2048" in error.message
 
 
 def test_pkcs8_weak_and_low_iteration_warnings(pki: Path) -> None:

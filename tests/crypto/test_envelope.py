@@ -409,6 +409,27 @@ def test_gateway_decrypts_openssl_output(
     assert decrypted.recipient_fingerprint == expected_fingerprint
 
 
+@pytest.mark.parametrize(
+    ("party_name", "cipher"), [("rsa", "-aes-128-gcm"), ("p521", "-aes-256-cbc")]
+)
+def test_gateway_decrypts_streamed_ber(
+    parties: dict[str, Party], tmp_path: Path, party_name: str, cipher: str
+) -> None:
+    party = parties[party_name]
+    content = os.urandom(100_000)
+    source = tmp_path / "large.bin"
+    source.write_bytes(content)
+    # -stream writes indefinite lengths and the content in 4096-byte OCTET STRING
+    # chunks, as NSS and other streaming encoders do.
+    der = openssl(
+        "cms", "-encrypt", "-binary", "-stream", "-outform", "DER", cipher,
+        "-in", source, "-recip", party.cert_path,
+    )  # fmt: skip
+    assert der[1] == 0x80  # indefinite length
+
+    assert envelope.decrypt(der, [party.recipient_key]).content == content
+
+
 def test_gateway_decrypts_openssl_mixed_recipients(
     parties: dict[str, Party], tmp_path: Path, fran: dict[str, RecipientKey]
 ) -> None:

@@ -97,7 +97,7 @@ def recipient_ids(der: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> list[Recip
 def decrypt(
     der: bytes, keys: Sequence[RecipientKey], *, max_size: int = DEFAULT_MAX_SIZE
 ) -> Decrypted:
-    """Decrypt DER EnvelopedData or AuthEnvelopedData with the first key that fits.
+    """Decrypt EnvelopedData or AuthEnvelopedData (BER or DER) with a key that fits.
 
     Each key is tried on the RecipientInfos that name its certificate; a key that
     matches none is skipped. Raises NoMatchingRecipientError when no key matches,

@@ -201,6 +201,19 @@ def test_thunderbird_untrusted_without_anchor() -> None:
     assert outcome.certificate_status == "untrusted"
 
 
+def test_thunderbird_nested_sigs_outer_layer_invalid() -> None:
+    # OpenSSL 3.0 finds the same digest failure in this message's outer signature.
+    browser = INTEROP / "thunderbird/browser"
+    anchor = x509.load_pem_x509_certificate((browser / "TestCA.pem").read_bytes())
+
+    outcomes = verify_layers((browser / "nested-sigs.eml").read_bytes(), [anchor])
+
+    assert outcomes[0].signature == "invalid"
+    assert outcomes[0].signature_reason == "digest mismatch"
+    assert outcomes[0].signer is not None
+    assert "kaie@thunderbird.net" in outcomes[0].signer.email_addresses
+
+
 @pytest.mark.parametrize("name", ["4.8.eml", "4.9.eml"])
 def test_rfc4134_dsa_sha1(name: str) -> None:
     # The RFC's files use LF line ends; its signatures cover CRLF text.

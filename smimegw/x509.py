@@ -230,8 +230,8 @@ def check_readable(certificate: x509.Certificate, filename: str) -> None:
         raise CertificateImportError(
             ImportErrorCategory.UNSUPPORTED_ALGORITHM,
             f"Certificate {_describe(certificate)} in {filename!r} has a public key "
-            f"of algorithm {algorithm} that cannot be used. Ask for a certificate "
-            "with an RSA, EC or Ed25519 key.",
+            f"of algorithm {algorithm} that cannot be used ({err}). Ask for a "
+            "certificate with an RSA, EC or Ed25519 key.",
             filename=filename,
             algorithm=algorithm,
         ) from err

@@ -368,6 +368,9 @@ def load_pkcs12(data: bytes, password: bytes | None, filename: str) -> KeyMateri
         _check_pfx_iterations(inspection, filename)
     try:
         loaded = _load_with_cryptography(data, password)
+    except UnsupportedAlgorithm as err:
+        description = f"PKCS#12 file {filename!r}"
+        raise _unsupported_key(description, str(err), filename) from err
     except ValueError as err:
         raise _classify_pkcs12_failure(inspection, password, filename) from err
     layout = inspection if isinstance(inspection, _PfxLayout) else None
@@ -963,7 +966,10 @@ def load_pem_key(
     _check_cost([protection], f"Key file {filename!r}", filename)
     try:
         key = serialization.load_pem_private_key(block, password)
-    except (ValueError, TypeError, UnsupportedAlgorithm) as err:
+    except UnsupportedAlgorithm as err:
+        # Raised once the key is decrypted, so the password was right.
+        raise _unsupported_key(f"Key file {filename!r}", str(err), filename) from err
+    except (ValueError, TypeError) as err:
         raise _classify_pem_failure(protection, filename) from err
     return key, _pem_warnings(protection, filename)
 
@@ -1053,24 +1059,36 @@ def _traditional_protection(headers: dict[str, str]) -> _Protection:
 
 
 def _load_plain_pem_key(block: bytes, filename: str) -> PrivateKeyTypes:
+    description = f"Key file {filename!r}"
     try:
         return serialization.load_pem_private_key(block, None)
-    except (ValueError, TypeError, UnsupportedAlgorithm) as err:
+    except UnsupportedAlgorithm as err:
+        raise _unsupported_key(description, str(err), filename) from err
+    except (ValueError, TypeError) as err:
         algorithm = _plain_key_algorithm(block)
         if algorithm is None:
             raise KeyImportError(
                 ImportErrorCategory.CORRUPTED,
-                f"Key file {filename!r} is damaged: its private key cannot be "
-                "decoded. Copy or export the key again.",
+                f"{description} is damaged: its private key cannot be decoded. Copy "
+                "or export the key again.",
                 filename=filename,
             ) from err
-        raise KeyImportError(
-            ImportErrorCategory.UNSUPPORTED_ALGORITHM,
-            f"Key file {filename!r} holds a private key of algorithm {algorithm}, "
-            "which cannot be used. Use an RSA, EC or Ed25519 key.",
-            filename=filename,
-            algorithm=algorithm,
-        ) from err
+        raise _unsupported_key(description, f"algorithm {algorithm}", filename) from err
+
+
+def _unsupported_key(description: str, reason: str, filename: str) -> KeyImportError:
+    """Build the error for a key or certificate of an algorithm cryptography lacks.
+
+    `reason` is cryptography's UnsupportedAlgorithm message (such as "Curve
+    1.2.156.10197.1.301 is not supported") or the key's algorithm OID.
+    """
+    return KeyImportError(
+        ImportErrorCategory.UNSUPPORTED_ALGORITHM,
+        f"{description} holds a key or certificate that cannot be used ({reason}). "
+        "Use an RSA key, an EC key on P-256, P-384 or P-521, or an Ed25519 key.",
+        filename=filename,
+        algorithm=reason,
+    )
 
 
 def _plain_key_algorithm(block: bytes) -> str | None:

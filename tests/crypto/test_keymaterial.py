@@ -429,6 +429,44 @@ def test_unsupported_pbe_is_named(pki: Path, mac: str) -> None:
         assert error.algorithm == "pbeWithMD2AndDES-CBC"
 
 
+@pytest.fixture(scope="module")
+def sm2(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An SM2 key and certificate: a curve that cryptography 50 does not support."""
+    directory = tmp_path_factory.mktemp("sm2")
+    openssl("genpkey", "-algorithm", "SM2", "-out", "sm2.key", cwd=directory)
+    openssl("req", "-x509", "-new", "-key", "sm2.key", "-subj", "/CN=SM2 User",
+            "-days", "30", "-out", "sm2.pem", cwd=directory)  # fmt: skip
+    return directory
+
+
+SM2_CURVE = "1.2.156.10197.1.301"
+
+
+def test_unsupported_key_algorithm_in_p12(sm2: Path) -> None:
+    data = openssl("pkcs12", "-export", "-in", "sm2.pem", "-inkey", "sm2.key",
+                   "-passout", "pass:" + PASSWORD.decode(), cwd=sm2)  # fmt: skip
+    error = import_error(lambda: load_pkcs12(data, PASSWORD, "sm2.p12"))
+    assert error.category == "unsupported-algorithm"
+    assert SM2_CURVE in error.message
+
+
+def test_unsupported_key_algorithm_in_pem(sm2: Path) -> None:
+    plain = (sm2 / "sm2.key").read_bytes()
+    encrypted = openssl("pkcs8", "-topk8", "-v2", "aes-256-cbc", "-in", "sm2.key",
+                        "-passout", "pass:" + PASSWORD.decode(), cwd=sm2)  # fmt: skip
+    for data, password in ((plain, None), (encrypted, PASSWORD)):
+        error = import_error(lambda: load_pem_key(data, password, "sm2.key"))  # noqa: B023
+        assert error.category == "unsupported-algorithm"
+        assert SM2_CURVE in error.message
+    pair_error = import_error(
+        lambda: load_pem_pair(
+            (sm2 / "sm2.pem").read_bytes(), plain, None, "sm2.pem", "sm2.key"
+        )
+    )
+    assert pair_error.category == "unsupported-algorithm"
+    assert "sm2.pem" in pair_error.message
+
+
 def remac(data: bytes, password: bytes) -> bytes:
     """Recompute the SHA-256 MAC of an OpenSSL-made (DER) PKCS#12 file."""
     pfx = asn1_pkcs12.Pfx.load(data)

@@ -247,9 +247,9 @@ def _describe(certificate: x509.Certificate) -> str:
 def _load_pem_certificates(data: bytes, filename: str) -> list[x509.Certificate]:
     certificates: list[x509.Certificate] = []
     other_labels: list[str] = []
-    for match in _PEM_BLOCK.finditer(data):
+    for index, match in enumerate(_PEM_BLOCK.finditer(data), start=1):
         label, block = match.group(1), match.group(0)
-        position = f"PEM block {len(certificates) + len(other_labels) + 1}"
+        position = f"PEM block {index}"
         if label in _CERTIFICATE_LABELS:
             certificates.append(_load_pem_certificate(block, filename, position))
         elif label in _PKCS7_LABELS:

@@ -427,6 +427,19 @@ def test_pem_bundle_loads_in_order(pki: Path) -> None:
     ]
 
 
+def test_bad_block_in_bundle_is_named(pki: Path) -> None:
+    bundle = (
+        b"Bag Attributes: text before a block is ignored\n"
+        + (pki / "ee.pem").read_bytes()
+        + pem_block(b"PRIVATE KEY", b"MAMCAQE=")
+        + pem_block(b"CERTIFICATE", b"MAMCAQE=")
+    )
+    with pytest.raises(CertificateImportError) as error:
+        load_certificates(bundle, "bundle.pem")
+    assert category_of(error) == "corrupted"
+    assert "PEM block 3 of 'bundle.pem'" in str(error.value)
+
+
 def test_der_certificate_loads(pki: Path) -> None:
     der = openssl("x509", "-in", "ee.pem", "-outform", "DER", cwd=pki)
     certificates = load_certificates(der, "ee.der")

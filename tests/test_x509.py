@@ -114,7 +114,7 @@ def test_dsa_with_inherited_parameters_is_unsupported() -> None:
 
 
 @requires_corpus
-def test_rfc9216_file_with_key_loads_certificate_only() -> None:
+def test_rfc9216_key_file_loads_certificate() -> None:
     path = RFC9216 / "alice@smime.example.sig.pem"
     assert b"PRIVATE KEY" in path.read_bytes()
     certificates = load_certificates(path.read_bytes(), path.name)
@@ -134,7 +134,7 @@ def test_address_only_in_dn() -> None:
 
 
 @requires_corpus
-def test_dn_and_san_disagree_gives_union_san_first() -> None:
+def test_disagreeing_dn_and_san_union() -> None:
     facts = facts_of(p12_certificate(SMIME / "Eve.p12"))
     assert facts.addresses == (
         "eve@example.net",
@@ -256,7 +256,7 @@ def test_no_key_usage_extension_means_both() -> None:
     assert facts_of(certificate).key_usage == "both"
 
 
-def test_extended_key_usage_without_email_protection_means_none() -> None:
+def test_eku_without_email_protection_none() -> None:
     certificate = make_certificate(
         subject=name("server"),
         extensions=[x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH])],
@@ -264,7 +264,7 @@ def test_extended_key_usage_without_email_protection_means_none() -> None:
     assert facts_of(certificate).key_usage == "none"
 
 
-def test_extended_key_usage_email_protection_keeps_key_usage() -> None:
+def test_eku_email_protection_keeps_usage() -> None:
     certificate = make_certificate(
         subject=name("mail"),
         extensions=[x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION])],

@@ -484,7 +484,7 @@ def remac(data: bytes, password: bytes) -> bytes:
     return data.replace(old, new)
 
 
-def test_p12_with_valid_mac_but_damaged_key_is_corrupted(pki: Path) -> None:
+def test_damaged_key_valid_mac_corrupted(pki: Path) -> None:
     data = export_p12(pki)
     pfx = asn1_pkcs12.Pfx.load(data)
     bags = [
@@ -736,9 +736,9 @@ def test_secrets_never_leak(pki: Path) -> None:
     data = export_p12(pki)
     material = load_pkcs12(data, PASSWORD, "user.p12")
     secrets = secret_encodings(material)
-    shown = (repr(material) + str(material) + repr(material.warnings)).encode()
+    rendered = (repr(material) + str(material) + repr(material.warnings)).encode()
     for secret in secrets:
-        assert secret not in shown
+        assert secret not in rendered
 
     failures: list[Callable[[], object]] = [
         lambda: load_pkcs12(data, PASSWORD + b"x", "user.p12"),

@@ -509,3 +509,13 @@ def test_replace_body_with_headerless_entity() -> None:
     message = b"Subject: s\r\nContent-Type: application/pkcs7-mime\r\n\r\nMIIB\r\n"
 
     assert replace_body(message, b"hello\r\n") == b"Subject: s\r\n\r\nhello\r\n"
+
+
+def test_detect_binary_der_without_trailing_line_end() -> None:
+    # The RFC 4134 signature is DER with a definite length, unlike the NSS ones.
+    signature = detect((RFC4134 / "4.8.eml").read_bytes()).der
+    assert signature is not None
+    assert signature[:2] == b"\x30\x82"
+    message = _signed_message(b"micalg=sha-256;", signature + b"\r\n\r\n", b"binary")
+
+    assert detect(message).der == signature

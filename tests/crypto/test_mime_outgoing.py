@@ -413,3 +413,12 @@ def test_sign_then_encrypt_round_trip(pki: Pki, tmp_path: Path) -> None:
     assert found.kind is SmimeKind.DETACHED_SIGNED
     assert found.signed_content == canonical
     assert restored == join_message(outer, signed)
+
+
+def test_canonicalize_multipart_without_preamble() -> None:
+    entity = (
+        b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n'
+        b"--b\r\nContent-Type: text/plain\r\n\r\n\r\n--b--\r\n"
+    )
+
+    assert canonicalize(entity) == entity

@@ -10,11 +10,13 @@ and only 7-bit transfer encodings:
   canonicalised in turn. A preamble or epilogue that is not 7-bit is dropped, because
   no MIME reader shows it and it cannot be encoded;
 - message/rfc822 bodies are canonicalised as messages in their own right, because
-  RFC 2046 section 5.2.1 forbids base64 and quoted-printable for them. The
-  Content-Transfer-Encoding of a multipart or message/rfc822 entity becomes 7bit;
-- header fields are only given CRLF line ends. 8-bit bytes in a header field of any
-  part raise UnsupportedMimeError: raw UTF-8 there needs RFC 2047 or RFC 2231
-  encoding, which changes how readers show the field, so the sender must do it.
+  RFC 2046 section 5.2.1 forbids base64 and quoted-printable for them. Other message/*
+  types are leaves like application/*. The Content-Transfer-Encoding of a multipart or
+  message/rfc822 entity becomes 7bit;
+- header fields only get CRLF line ends, and a field line over 998 octets is not
+  refolded. 8-bit bytes in a header field of any part raise UnsupportedMimeError,
+  because raw UTF-8 there needs RFC 2047 or RFC 2231 encoding. That encoding changes
+  how readers show the field, so the sending client must do it.
 
 Parts that are already 7-bit keep every byte except their line ends, so canonicalize is
 idempotent.

@@ -7,7 +7,6 @@ of those are recognised.
 """
 
 import enum
-import re
 from dataclasses import dataclass, field
 
 from asn1crypto import cms
@@ -22,7 +21,6 @@ _PKCS7_MIME_TYPES = frozenset({"application/pkcs7-mime", "application/x-pkcs7-mi
 _SIGNATURE_TYPES = frozenset(
     {"application/pkcs7-signature", "application/x-pkcs7-signature"}
 )
-_BARE_LF = re.compile(rb"(?<!\r)\n")
 
 
 class SmimeKind(enum.StrEnum):
@@ -137,8 +135,8 @@ def _multipart_signed(media: MediaInfo, body: bytes) -> Smime:
     )
 
     crlf_variant = None
-    if _BARE_LF.search(signed) is not None:
-        crlf_variant = _BARE_LF.sub(b"\r\n", signed)
+    if signed.count(b"\n") != signed.count(b"\r\n"):
+        crlf_variant = signed.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 
     parameter = media.param("micalg")
     micalg = None
@@ -196,12 +194,30 @@ def decode_cms_body(body: bytes, transfer_encoding: str, body_name: str) -> byte
     ):
         der = decode_base64(body, body_name)
     else:
-        der = body
+        der = _without_trailing_bytes(body)
     if not der:
         raise MalformedMimeError(
             f"{body_name} is empty, but it must contain a CMS object"
         )
     return der
+
+
+def _without_trailing_bytes(body: bytes) -> bytes:
+    """Cut a binary body to the length its outer DER SEQUENCE states.
+
+    Mail transport appends line ends to a binary body, and strict DER parsers reject
+    bytes after the object. A BER indefinite length (0x80) is left as it is.
+    """
+    if len(body) < 2 or body[0] != 0x30 or body[1] == 0x80:
+        return body
+    if body[1] < 0x80:
+        total = 2 + body[1]
+    else:
+        count = body[1] & 0x7F
+        if count > 4 or len(body) < 2 + count:
+            return body
+        total = 2 + count + int.from_bytes(body[2 : 2 + count], "big")
+    return body[:total] if total <= len(body) else body
 
 
 def cms_content_type(der: bytes) -> str:

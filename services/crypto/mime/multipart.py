@@ -32,29 +32,49 @@ def delimiters(body: bytes, boundary: bytes) -> Iterator[Delimiter]:
     Raises MimeLimitError after MAX_BODY_PARTS delimiters, so a hostile body of a
     million boundary lines costs no more than one with MAX_BODY_PARTS.
     """
-    # The line end after the padding is looked ahead at, not consumed, because it may
-    # also be the line end that starts the next delimiter.
-    pattern = re.compile(
-        rb"(?:\r\n|\r|\n|^)(--"
-        + re.escape(boundary)
-        + rb")(--)?[ \t]*(?=\r\n|\r|\n|\Z)"
-    )
-    for count, match in enumerate(pattern.finditer(body), start=1):
-        if count > MAX_BODY_PARTS:
-            raise MimeLimitError(
-                "body parts",
-                MAX_BODY_PARTS,
-                f"multipart body has more than {MAX_BODY_PARTS} boundary delimiters; "
-                "reject the message as hostile",
-            )
-        line_end = match.end()
-        if body.startswith(b"\r\n", line_end):
-            next_pos = line_end + 2
-        elif line_end < len(body):
-            next_pos = line_end + 1
-        else:
-            next_pos = line_end
-        closing = match.group(2) is not None
-        yield Delimiter(match.start(), match.start(1), line_end, next_pos, closing)
-        if closing:
-            return
+    # bytes.find runs in C, unlike a regular expression that must try every offset
+    # for a line end, so 100 KB bodies are scanned in microseconds.
+    needle = b"--" + boundary
+    count = 0
+    position = body.find(needle)
+    while position >= 0:
+        if position == 0 or body[position - 1] in b"\r\n":
+            trailer = _TRAILER.match(body, position + len(needle))
+            if trailer is not None:
+                count += 1
+                if count > MAX_BODY_PARTS:
+                    raise MimeLimitError(
+                        "body parts",
+                        MAX_BODY_PARTS,
+                        f"multipart body has more than {MAX_BODY_PARTS} boundary "
+                        "delimiters; reject the message as hostile",
+                    )
+                delimiter = _delimiter(body, position, trailer)
+                yield delimiter
+                if delimiter.closing:
+                    return
+        position = body.find(needle, position + 1)
+
+
+# After "--boundary": "--" on the close delimiter, then transport padding. The line
+# end is looked ahead at, not consumed, because it may also be the line end that
+# starts the next delimiter.
+_TRAILER = re.compile(rb"(--)?[ \t]*(?=\r\n|\r|\n|\Z)")
+
+
+def _delimiter(body: bytes, position: int, trailer: re.Match[bytes]) -> Delimiter:
+    if position >= 2 and body.startswith(b"\r\n", position - 2):
+        start = position - 2
+    elif position > 0:
+        start = position - 1
+    else:
+        start = position
+    line_end = trailer.end()
+    if body.startswith(b"\r\n", line_end):
+        next_pos = line_end + 2
+    elif line_end < len(body):
+        next_pos = line_end + 1
+    else:
+        next_pos = line_end
+    closing = trailer.group(1) is not None
+    return Delimiter(start, position, line_end, next_pos, closing)

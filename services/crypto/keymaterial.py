@@ -184,6 +184,8 @@ class _Readable:
 # cryptography 50 decrypts PKCS#12 through its bundled OpenSSL 4.0 with the legacy
 # provider, which reads every algorithm above except those built on MD2. Checked with
 # files made by `openssl pkcs12 -export -keypbe/-certpbe` (OpenSSL 3.0) in the tests.
+# NOTE: that command always uses hmacWithSHA256 in PBES2, so the other PRFs listed
+# here are assumed from OpenSSL's PKCS#8 support, not tested in PKCS#12 files.
 _PKCS12_READABLE = _Readable(
     pbe_schemes=frozenset(_PBE_SCHEMES)
     - {"1.2.840.113549.1.5.1", "1.2.840.113549.1.5.4"},
@@ -507,6 +509,9 @@ def _read_layout(
 
 
 def _mac_name(digest_oid: str) -> str:
+    # NOTE: PBMAC1 (RFC 9579) is neither verified here nor tested. A PBMAC1 file that
+    # cryptography fails to load is reported as unsupported-algorithm, even when the
+    # cause is a wrong password.
     if digest_oid == _PBMAC1:
         return "PBMAC1 MAC"
     return f"MAC digest {digest_oid}"

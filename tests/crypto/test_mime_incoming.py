@@ -1,6 +1,7 @@
 """Incoming S/MIME: detection on the interop corpus, extraction checked by OpenSSL."""
 
 import base64
+import binascii
 from pathlib import Path
 
 import pytest
@@ -519,3 +520,14 @@ def test_detect_binary_der_without_trailing_line_end() -> None:
     message = _signed_message(b"micalg=sha-256;", signature + b"\r\n\r\n", b"binary")
 
     assert detect(message).der == signature
+
+
+def test_detect_quoted_printable_pkcs7_mime(enveloped_der: bytes) -> None:
+    body = binascii.b2a_qp(enveloped_der)
+    message = _pkcs7_message(
+        b"application/pkcs7-mime; smime-type=enveloped-data",
+        body,
+        b"Content-Transfer-Encoding: quoted-printable\r\n",
+    )
+
+    assert detect(message).der == enveloped_der

@@ -381,7 +381,7 @@ def test_encrypted_message_decrypts_with_openssl(pki: Pki, tmp_path: Path) -> No
     (tmp_path / "msg.eml").write_bytes(message)
 
     result = openssl_cms(
-        "-decrypt", "-binary", "-in", tmp_path / "msg.eml",
+        "-decrypt", "-in", tmp_path / "msg.eml",
         "-inkey", pki.recipient_key_pem, "-out", tmp_path / "entity.bin",
     )  # fmt: skip
 
@@ -397,7 +397,7 @@ def test_sign_then_encrypt_round_trip(pki: Pki, tmp_path: Path) -> None:
     (tmp_path / "msg.eml").write_bytes(message)
 
     decrypted = openssl_cms(
-        "-decrypt", "-binary", "-in", tmp_path / "msg.eml",
+        "-decrypt", "-in", tmp_path / "msg.eml",
         "-inkey", pki.recipient_key_pem, "-out", tmp_path / "signed.eml",
     )  # fmt: skip
     assert decrypted.returncode == 0, decrypted.stderr.decode()

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from asn1crypto import cms
 
-from .encoding import decode_base64, looks_like_base64
+from .encoding import decode_base64, decode_quoted_printable, looks_like_base64
 from .errors import MalformedMimeError, UnsupportedMimeError
 from .headers import HeaderBlock, MediaInfo, parse_header_block
 from .micalg import normalize_micalg
@@ -189,7 +189,9 @@ def decode_cms_body(body: bytes, transfer_encoding: str, body_name: str) -> byte
     senders often leave out Content-Transfer-Encoding.
     Raises MalformedMimeError for an empty body or invalid base64.
     """
-    if transfer_encoding == "base64" or (
+    if transfer_encoding == "quoted-printable":
+        der = decode_quoted_printable(body)
+    elif transfer_encoding == "base64" or (
         transfer_encoding not in ("binary", "8bit") and looks_like_base64(body)
     ):
         der = decode_base64(body, body_name)

@@ -183,14 +183,13 @@ class _Readable:
 
 # cryptography 50 decrypts PKCS#12 through its bundled OpenSSL 4.0 with the legacy
 # provider, which reads every algorithm above except those built on MD2. Checked with
-# files made by `openssl pkcs12 -export -keypbe/-certpbe` (OpenSSL 3.0) in the tests.
-# NOTE: that command always uses hmacWithSHA256 in PBES2, so the other PRFs listed
-# here are assumed from OpenSSL's PKCS#8 support, not tested in PKCS#12 files.
+# files made by `openssl pkcs12 -export -keypbe/-certpbe` (OpenSSL 3.0), and with key
+# bags from `openssl pkcs8 -v2prf/-scrypt`, in the tests.
 _PKCS12_READABLE = _Readable(
     pbe_schemes=frozenset(_PBE_SCHEMES)
     - {"1.2.840.113549.1.5.1", "1.2.840.113549.1.5.4"},
-    kdfs=frozenset({_PBKDF2}),
-    prfs=frozenset(_PRFS) - {"1.2.840.113549.2.6"},
+    kdfs=frozenset({_PBKDF2, _SCRYPT}),
+    prfs=frozenset(_PRFS),
     ciphers=frozenset(_CIPHERS),
 )
 # cryptography 50 decrypts PKCS#8 PEM keys in its own Rust code, which reads fewer

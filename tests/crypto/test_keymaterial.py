@@ -11,6 +11,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from asn1crypto import cms as asn1_cms
+from asn1crypto import core as asn1_core
+from asn1crypto import keys as asn1_keys
 from asn1crypto import pkcs12 as asn1_pkcs12
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, padding, rsa
@@ -316,6 +319,56 @@ def test_every_openssl_pbe_is_readable(pki: Path, pbe: str) -> None:
     assert import_error(lambda: load_pkcs12(data, b"other", "pbe.p12")).category == (
         "wrong-password"
     )
+
+
+def replace_key_bag(data: bytes, encrypted_key: bytes) -> bytes:
+    """Put another EncryptedPrivateKeyInfo into a PKCS#12 file made with -nomac."""
+    pfx = asn1_pkcs12.Pfx.load(data)
+    assert isinstance(pfx["mac_data"], asn1_core.Void)
+    infos = []
+    for info in pfx.authenticated_safe:
+        if info["content_type"].native == "data":
+            bags = []
+            for bag in asn1_pkcs12.SafeContents.load(info["content"].native):
+                if bag["bag_id"].native == "pkcs8_shrouded_key_bag":
+                    bag = asn1_pkcs12.SafeBag(
+                        {
+                            "bag_id": "pkcs8_shrouded_key_bag",
+                            "bag_value": asn1_keys.EncryptedPrivateKeyInfo.load(
+                                encrypted_key
+                            ),
+                            "bag_attributes": bag["bag_attributes"],
+                        }
+                    )
+                bags.append(bag)
+            content = asn1_pkcs12.SafeContents(bags).dump()
+            info = asn1_cms.ContentInfo({"content_type": "data", "content": content})
+        infos.append(info)
+    authenticated_safe = asn1_pkcs12.AuthenticatedSafe(infos).dump()
+    return asn1_pkcs12.Pfx(
+        {
+            "version": "v3",
+            "auth_safe": {"content_type": "data", "content": authenticated_safe},
+        }
+    ).dump()
+
+
+@pytest.mark.parametrize(
+    "options",
+    [("-v2prf", prf) for prf in ("hmacWithMD5", "hmacWithSHA1", "hmacWithSHA224",
+     "hmacWithSHA384", "hmacWithSHA512", "hmacWithSHA512-224", "hmacWithSHA512-256")]
+    + [("-scrypt",)],
+    ids=" ".join,
+)  # fmt: skip
+def test_p12_key_bag_kdfs_are_readable(pki: Path, options: tuple[str, ...]) -> None:
+    # `openssl pkcs12` always writes hmacWithSHA256, so other PBES2 key derivations
+    # come from `openssl pkcs8` and replace the key bag.
+    encrypted_key = pkcs8(pki, "-v2", "aes-256-cbc", *options, "-outform", "DER")
+    data = replace_key_bag(export_p12(pki, "-nomac"), encrypted_key)
+    material = load_pkcs12(data, PASSWORD, "kdf.p12")
+    assert_key_matches(material)
+    error = import_error(lambda: load_pkcs12(data, b"wrong", "kdf.p12"))
+    assert error.category == "wrong-password"
 
 
 @pytest.mark.parametrize("password", [b"wrong password", None, b""])

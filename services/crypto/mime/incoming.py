@@ -13,7 +13,7 @@ from asn1crypto import cms
 
 from .encoding import decode_base64, decode_quoted_printable, looks_like_base64
 from .errors import MalformedMimeError, UnsupportedMimeError
-from .headers import HeaderBlock, MediaInfo, parse_header_block
+from .headers import MediaInfo, parse_header_block
 from .micalg import normalize_micalg
 from .multipart import Delimiter, delimiters
 
@@ -88,7 +88,7 @@ def detect(message: bytes) -> Smime:
     body = message[block.body_start :]
 
     if media.media_type in _PKCS7_MIME_TYPES or _is_p7m_octet_stream(media):
-        return _pkcs7_mime(block, media, body)
+        return _pkcs7_mime(media, body)
     if media.media_type == "multipart/signed":
         protocol = media.param("protocol")
         if protocol is None or protocol.strip().lower() in _SIGNATURE_TYPES:
@@ -105,7 +105,7 @@ def _is_p7m_octet_stream(media: MediaInfo) -> bool:
     return filename is not None and filename.strip().lower().endswith(".p7m")
 
 
-def _pkcs7_mime(block: HeaderBlock, media: MediaInfo, body: bytes) -> Smime:
+def _pkcs7_mime(media: MediaInfo, body: bytes) -> Smime:
     smime_type = media.param("smime-type")
     if smime_type is not None:
         smime_type = smime_type.strip().lower()

@@ -9,6 +9,8 @@ from typing import Any
 import nats
 import nats.errors
 
+from schemas.base import Model
+from schemas.commands import CommandReply
 from smimegw.service import nats_url
 from smimegw.settings import Settings
 
@@ -17,9 +19,29 @@ class GatewayUnreachableError(RuntimeError):
     """The CLI could not reach the NATS server or the service behind a subject."""
 
 
+async def send_command(
+    settings: Settings, subject: str, command: Model, timeout: float = 30.0
+) -> CommandReply:
+    """Send a configuration command or query to the service that owns it."""
+    # The one place a password is serialised in clear: the request to crypto.
+    payload = command.model_dump_json(context={"reveal": True}).encode()
+    data = await _request_bytes(settings, subject, payload, timeout)
+    return CommandReply.model_validate_json(data)
+
+
 async def request(
     settings: Settings, subject: str, payload: dict[str, Any], timeout: float = 10.0
 ) -> dict[str, Any]:
+    data = await _request_bytes(
+        settings, subject, json.dumps(payload).encode(), timeout
+    )
+    result: dict[str, Any] = json.loads(data)
+    return result
+
+
+async def _request_bytes(
+    settings: Settings, subject: str, payload: bytes, timeout: float
+) -> bytes:
     url = nats_url(settings)
     try:
         async with asyncio.timeout(5):
@@ -32,7 +54,7 @@ async def request(
             "Start it with `smimegw run` or set nats.url"
         ) from err
     try:
-        reply = await nc.request(subject, json.dumps(payload).encode(), timeout=timeout)
+        reply = await nc.request(subject, payload, timeout=timeout)
     except nats.errors.NoRespondersError as err:
         raise GatewayUnreachableError(
             f"no service answers {subject} at {url}; start the gateway's services"
@@ -43,5 +65,4 @@ async def request(
         ) from err
     finally:
         await nc.close()
-    result: dict[str, Any] = json.loads(reply.data)
-    return result
+    return bytes(reply.data)

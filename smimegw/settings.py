@@ -117,6 +117,12 @@ class BusSettings(_Section):
     mail_max_age: Duration = timedelta(days=30)
 
 
+class KeySettings(_Section):
+    # The key-encryption key that seals private keys at rest: 32 random bytes,
+    # mode 0600. Empty: <data_dir>/kek, which `smimegw run` creates on first start.
+    kek_file: Path | None = None
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="SMIMEGW_",
@@ -132,6 +138,7 @@ class Settings(BaseSettings):
     delivery: DeliverySettings = DeliverySettings()
     nats: NatsSettings = NatsSettings()
     bus: BusSettings = BusSettings()
+    keys: KeySettings = KeySettings()
 
     @field_validator("internal_domains")
     @classmethod
@@ -165,6 +172,10 @@ class Settings(BaseSettings):
         if config_file is not None:
             sources.append(TomlConfigSettingsSource(settings_cls, config_file))
         return tuple(sources)
+
+    @property
+    def kek_path(self) -> Path:
+        return self.keys.kek_file or self.data_dir / "kek"
 
     @property
     def trusted_ip_networks(

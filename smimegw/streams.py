@@ -35,6 +35,8 @@ BODIES: Final = "BODIES"
 PARKED: Final = "PARKED"
 
 DELIVERY_BUCKET: Final = "delivery_state"
+# Private keys sealed under the KEK; only the crypto service reads it.
+KEYS_BUCKET: Final = "keys"
 
 # JetStream drops a publish whose Nats-Msg-Id it has seen within this window.
 DUPLICATE_WINDOW_SECONDS: Final = 120.0
@@ -73,15 +75,16 @@ async def provision(js: JetStreamContext, settings: Settings) -> None:
             if err.err_code != 10058:
                 raise
             await js.update_stream(config)
-    try:
-        await js.key_value(DELIVERY_BUCKET)
-    except NotFoundError:
-        await js.create_key_value(
-            KeyValueConfig(
-                bucket=DELIVERY_BUCKET,
-                history=1,
-                storage=StorageType.FILE,
-                replicas=settings.nats.replicas,
+    for bucket in (DELIVERY_BUCKET, KEYS_BUCKET):
+        try:
+            await js.key_value(bucket)
+        except NotFoundError:
+            await js.create_key_value(
+                KeyValueConfig(
+                    bucket=bucket,
+                    history=1,
+                    storage=StorageType.FILE,
+                    replicas=settings.nats.replicas,
+                )
             )
-        )
     log.debug("streams provisioned")

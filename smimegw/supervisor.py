@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
+from services.crypto import keyvault
 from smimegw import embedded
 from smimegw.service import SERVICE_NAMES, nats_url
 from smimegw.settings import Settings, parse_host_port
@@ -40,6 +41,11 @@ class Supervisor:
 
     def start(self) -> None:
         settings = self.settings
+        kek = settings.kek_path
+        if not kek.exists():
+            kek.parent.mkdir(parents=True, exist_ok=True)
+            keyvault.create_kek(kek)
+            print(f"created the key-encryption key {kek} (mode 0600)", flush=True)
         if not settings.nats.url:
             store = settings.data_dir / "nats"
             self.nats = embedded.start_server(store, settings.nats.embedded_port)

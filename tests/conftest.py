@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from services.crypto import keyvault
 from smimegw.settings import Settings
 from tests.harness import Gateway, NatsServer, SinkServer, free_port
 
@@ -33,7 +34,11 @@ def gateway_settings(tmp_path: Path, **overrides: object) -> Settings:
         "delivery": {"outbox_dir": tmp_path / "outbox"},
     }
     values.update(overrides)
-    return Settings(**values)  # type: ignore[arg-type]
+    settings = Settings(**values)  # type: ignore[arg-type]
+    if not settings.kek_path.exists():
+        settings.kek_path.parent.mkdir(parents=True, exist_ok=True)
+        keyvault.create_kek(settings.kek_path)
+    return settings
 
 
 @pytest.fixture

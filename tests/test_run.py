@@ -1,4 +1,4 @@
-"""`smimegw run` as `make run` starts it: embedded nats-server, five services, outbox."""
+"""`smimegw run` as `make run` starts it: nats-server, five services, outbox."""
 
 from __future__ import annotations
 
@@ -60,7 +60,8 @@ def test_run_delivers_into_outbox(tmp_path: Path) -> None:
         assert len(files) == 1
         stored = files[0].read_bytes()
         assert stored.startswith(
-            b"X-Envelope-From: <alice@example.com>\r\nX-Envelope-To: <bob@example.com>\r\n"
+            b"X-Envelope-From: <alice@example.com>\r\n"
+            b"X-Envelope-To: <bob@example.com>\r\n"
         )
         assert stored.endswith(b"Subject: first\r\n\r\nHello Bob.\r\n")
 

@@ -1,4 +1,4 @@
-"""Events decode strictly, derive their ids from their cause, and document themselves."""
+"""Events decode strictly, derive ids from their cause, and document themselves."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ def test_unknown_field_rejected() -> None:
 def test_wrong_type_rejected() -> None:
     data = json.loads(received().encode())
     data["body"]["size"] = "10"
-    with pytest.raises(EventDecodeError, match="body.size: int_type"):
+    with pytest.raises(EventDecodeError, match=r"body\.size: int_type"):
         MailReceived.decode(json.dumps(data).encode())
 
 

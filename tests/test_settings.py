@@ -48,7 +48,7 @@ def test_config_from_environment(
 
 
 def test_missing_file_named(tmp_path: Path) -> None:
-    with pytest.raises(ConfigFileError, match="nope.toml"):
+    with pytest.raises(ConfigFileError, match=r"nope\.toml"):
         load_settings(tmp_path / "nope.toml")
 
 
@@ -75,7 +75,7 @@ def test_bad_duration_names_value() -> None:
 def test_bad_relay_host(tmp_path: Path) -> None:
     config = tmp_path / "gw.toml"
     config.write_text('[delivery]\nrelay_host = "mail.example.com"\n')
-    with pytest.raises(ValidationError, match="delivery.relay_host"):
+    with pytest.raises(ValidationError, match=r"delivery\.relay_host"):
         load_settings(config)
 
 

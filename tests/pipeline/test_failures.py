@@ -1,4 +1,4 @@
-"""Failures on the way: a killed delivery service, the broker down, the next hop down."""
+"""Failures on the way: delivery killed, the broker down, the next hop down."""
 
 from __future__ import annotations
 

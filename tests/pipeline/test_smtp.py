@@ -1,4 +1,4 @@
-"""The SMTP dialogue of ingress: relay control, sizes, malformed input, NUL and bare LF."""
+"""The SMTP dialogue of ingress: relay control, sizes, bad input, NUL, bare LF."""
 
 from __future__ import annotations
 
@@ -165,7 +165,7 @@ async def test_bare_lf_carried_unchanged(gateway: Gateway) -> None:
 
 
 async def test_long_lines_and_8bit_kept(gateway: Gateway) -> None:
-    body = "Subject: long\r\n\r\n".encode() + "ü".encode() * 3000 + b"\r\nend"
+    body = b"Subject: long\r\n\r\n" + "ü".encode() * 3000 + b"\r\nend"
     reply = await transaction(gateway, body)
     assert reply.startswith("250")
     stored = await outbox_file(gateway, reply.rsplit(" ", 1)[-1])

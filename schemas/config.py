@@ -1,0 +1,122 @@
+"""Configuration events, published to the CONFIG stream (`config.>`) and kept forever.
+
+The state of the gateway's configuration is the fold of these events in stream
+order. Certificates travel as PEM text: they are public. Private keys never
+appear here; an internal binding names the key by `key_id`, and only the crypto
+service can open it.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import Field, TypeAdapter
+
+from schemas.base import Event
+
+
+class CaImported(Event):
+    """A CA certificate that personal certificates may chain to."""
+
+    TYPE: ClassVar[str] = "config.ca.imported"
+    type: Literal["config.ca.imported"]
+    ca_id: str
+    certificate: str
+    file_name: str
+
+
+class CaDeleted(Event):
+    TYPE: ClassVar[str] = "config.ca.deleted"
+    type: Literal["config.ca.deleted"]
+    ca_id: str
+
+
+class LocalCertImported(Event):
+    """A server certificate with its key, stored under a name for internal bindings."""
+
+    TYPE: ClassVar[str] = "config.localcert.imported"
+    type: Literal["config.localcert.imported"]
+    name: str
+    certificate: str
+    chain: tuple[str, ...]
+    key_id: str
+    file_name: str
+
+
+class LocalCertDeleted(Event):
+    TYPE: ClassVar[str] = "config.localcert.deleted"
+    type: Literal["config.localcert.deleted"]
+    name: str
+
+
+class BindingCreated(Event):
+    """An address or domain tied to a certificate, and for `internal` to a key."""
+
+    TYPE: ClassVar[str] = "config.binding.created"
+    type: Literal["config.binding.created"]
+    binding_id: str
+    kind: Literal["internal", "external"]
+    pattern: str
+    certificate: str
+    chain: tuple[str, ...]
+    key_id: str | None
+    local_cert: str | None
+    file_name: str
+
+
+class BindingDeleted(Event):
+    TYPE: ClassVar[str] = "config.binding.deleted"
+    type: Literal["config.binding.deleted"]
+    binding_id: str
+
+
+class ConfigWarning(Event):
+    """Something an operator should know about an entry that was imported anyway."""
+
+    TYPE: ClassVar[str] = "config.warning"
+    type: Literal["config.warning"]
+    entry_kind: Literal["ca", "localcert", "binding"]
+    entry_id: str
+    code: str
+    message: str
+
+
+class CertificateImportFailed(Event):
+    """A certificate or key import that failed, with its cause."""
+
+    TYPE: ClassVar[str] = "config.certificate.import_failed"
+    type: Literal["config.certificate.import_failed"]
+    command: str
+    pattern: str | None
+    name: str | None
+    file_name: str
+    file_type: str
+    category: str
+    message: str
+    algorithm: str | None = None
+
+
+CONFIG_EVENTS: tuple[type[Event], ...] = (
+    CaImported,
+    CaDeleted,
+    LocalCertImported,
+    LocalCertDeleted,
+    BindingCreated,
+    BindingDeleted,
+    ConfigWarning,
+    CertificateImportFailed,
+)
+
+AnyConfigEvent = Annotated[
+    CaImported
+    | CaDeleted
+    | LocalCertImported
+    | LocalCertDeleted
+    | BindingCreated
+    | BindingDeleted
+    | ConfigWarning
+    | CertificateImportFailed,
+    Field(discriminator="type"),
+]
+
+config_event_adapter: TypeAdapter[AnyConfigEvent] = TypeAdapter(AnyConfigEvent)

@@ -1,0 +1,302 @@
+"""Configuration commands owned by policy: CA certificates, external bindings,
+deletions, and the read-only views of the configuration.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from cryptography import x509
+from nats.js.errors import NotFoundError
+
+from schemas.commands import (
+    BindingCreate,
+    BindingDelete,
+    CaDelete,
+    CaImport,
+    CertDelete,
+    CommandReply,
+    Query,
+    Upload,
+)
+from schemas.config import (
+    BindingCreated,
+    BindingDeleted,
+    CaDeleted,
+    CaImported,
+    CertificateImportFailed,
+    LocalCertDeleted,
+)
+from smimegw import streams
+from smimegw import x509 as certs
+from smimegw.configbus import (
+    CommandRejected,
+    Handler,
+    binding_warnings,
+    file_type,
+    publish_config,
+    publish_unchecked,
+)
+from smimegw.configstate import (
+    ConfigFollower,
+    ConfigState,
+    PatternError,
+    binding_id,
+    normalise_pattern,
+    pem_of,
+)
+from smimegw.runtime import Runtime
+
+log = logging.getLogger("smimegw.policy")
+
+_HISTORY_LIMIT = 10_000
+
+
+def split_bundle(
+    certificates: list[x509.Certificate], file_name: str
+) -> tuple[x509.Certificate, list[x509.Certificate]]:
+    """The one personal certificate of a file, and the CA certificates beside it."""
+    personal = [c for c in certificates if not certs.facts_of(c).is_ca]
+    if len(personal) != 1:
+        raise certs.CertificateImportError(
+            certs.ImportErrorCategory.NO_CERTIFICATE
+            if not personal
+            else certs.ImportErrorCategory.NOT_CERTIFICATE,
+            f"{file_name!r} holds {len(personal)} personal certificates; give a file "
+            "with exactly one (CA certificates beside it are fine)",
+            filename=file_name,
+        )
+    return personal[0], [c for c in certificates if c is not personal[0]]
+
+
+class PolicyConfig:
+    def __init__(self, runtime: Runtime, follower: ConfigFollower) -> None:
+        self.runtime = runtime
+        self.follower = follower
+
+    @property
+    def state(self) -> ConfigState:
+        return self.follower.state
+
+    def handlers(self) -> dict[str, Handler]:
+        return {
+            "ca.import": self.ca_import,
+            "ca.delete": self.ca_delete,
+            "binding.create": self.binding_create,
+            "binding.delete": self.binding_delete,
+            "cert.delete": self.cert_delete,
+            "ca.list": self.query,
+            "cert.list": self.query,
+            "binding.list": self.query,
+            "binding.show": self.query,
+            "history": self.query,
+        }
+
+    async def _failed(
+        self,
+        command: str,
+        upload: Upload,
+        err: certs.MaterialImportError,
+        pattern: str | None = None,
+    ) -> CommandRejected:
+        await publish_unchecked(
+            self.runtime,
+            CertificateImportFailed.create(
+                command=command,
+                pattern=pattern,
+                name=None,
+                file_name=upload.name,
+                file_type=file_type(upload.name),
+                category=str(err.category),
+                message=err.message,
+                algorithm=err.algorithm,
+            ),
+        )
+        log.warning("%s of %s failed: %s", command, upload.name, err.category)
+        return CommandRejected(str(err.category), err.message)
+
+    async def ca_import(self, command: CaImport) -> CommandReply:
+        loaded: list[tuple[Upload, x509.Certificate]] = []
+        for upload in command.files:
+            try:
+                certificates = certs.load_certificates(upload.content(), upload.name)
+            except certs.CertificateImportError as err:
+                raise await self._failed("ca.import", upload, err) from err
+            for certificate in certificates:
+                facts = certs.facts_of(certificate)
+                if not facts.is_ca and certificate.issuer != certificate.subject:
+                    error = certs.CertificateImportError(
+                        certs.ImportErrorCategory.NOT_CERTIFICATE,
+                        f"{facts.identity!r} in {upload.name!r} is not a CA "
+                        "certificate (basicConstraints cA is not set); import a "
+                        "personal certificate with `smimegw binding create`",
+                        filename=upload.name,
+                    )
+                    raise await self._failed("ca.import", upload, error)
+                loaded.append((upload, certificate))
+
+        events = []
+        imported: list[dict[str, str]] = []
+        known = {e.facts.sha256_fingerprint for e in self.state.cas.values()}
+        for upload, certificate in loaded:
+            facts = certs.facts_of(certificate)
+            if facts.sha256_fingerprint in known:
+                continue
+            known.add(facts.sha256_fingerprint)
+            ca_id = facts.sha256_fingerprint[:16]
+            events.append(
+                CaImported.create(
+                    ca_id=ca_id, certificate=pem_of(certificate), file_name=upload.name
+                )
+            )
+            imported.append({"id": ca_id, "subject": facts.subject})
+        if events:
+            await publish_config(self.runtime, events, self.state.last_sequence)
+        skipped = len(loaded) - len(imported)
+        warnings = (
+            (f"{skipped} certificate(s) were already imported",) if skipped else ()
+        )
+        return CommandReply(ok=True, result={"imported": imported}, warnings=warnings)
+
+    async def ca_delete(self, command: CaDelete) -> CommandReply:
+        entry = self.state.find_ca(command.ca_id)
+        if entry is None:
+            raise CommandRejected(
+                "not-found",
+                f"no CA with id {command.ca_id!r}; `smimegw ca list` shows the ids "
+                "(a unique prefix of at least 8 digits works)",
+            )
+        users = self.state.ca_users(entry.ca_id)
+        if users:
+            raise CommandRejected(
+                "in-use",
+                f"CA {entry.ca_id} is in use by {', '.join(users)}; delete those first",
+            )
+        event = CaDeleted.create(ca_id=entry.ca_id)
+        await publish_config(self.runtime, [event], self.state.last_sequence)
+        return CommandReply(ok=True, result={"deleted": entry.ca_id})
+
+    async def binding_create(self, command: BindingCreate) -> CommandReply:
+        if command.kind != "external":
+            raise CommandRejected(
+                "invalid-command", "internal bindings are created by the crypto service"
+            )
+        if command.cert is None:
+            raise CommandRejected(
+                "invalid-command", "an external binding needs --cert FILE"
+            )
+        try:
+            pattern = normalise_pattern(command.pattern)
+        except PatternError as err:
+            raise CommandRejected("invalid-pattern", str(err)) from err
+        upload = command.cert
+        try:
+            certificates = certs.load_certificates(upload.content(), upload.name)
+            certificate, chain = split_bundle(certificates, upload.name)
+        except certs.CertificateImportError as err:
+            raise await self._failed("binding.create", upload, err, pattern) from err
+
+        facts = certs.facts_of(certificate)
+        new_id = binding_id("external", pattern, facts.sha256_fingerprint)
+        if new_id in self.state.bindings:
+            raise CommandRejected(
+                "exists", f"binding {new_id} already ties {pattern} to this certificate"
+            )
+        created = BindingCreated.create(
+            binding_id=new_id,
+            kind="external",
+            pattern=pattern,
+            certificate=pem_of(certificate),
+            chain=tuple(pem_of(c) for c in chain),
+            key_id=None,
+            local_cert=None,
+            file_name=upload.name,
+        )
+        warnings = binding_warnings(self.follower, new_id, pattern, certificate)
+        await publish_config(
+            self.runtime, [created, *warnings], self.state.last_sequence
+        )
+        return CommandReply(
+            ok=True,
+            result={"id": new_id, "pattern": pattern, "identity": facts.identity},
+            warnings=tuple(w.message for w in warnings),
+        )
+
+    async def binding_delete(self, command: BindingDelete) -> CommandReply:
+        if command.binding_id not in self.state.bindings:
+            raise CommandRejected(
+                "not-found",
+                f"no binding with id {command.binding_id!r}; "
+                "`smimegw binding list` shows the ids",
+            )
+        users = self.state.binding_users(command.binding_id)
+        if users:
+            raise CommandRejected(
+                "in-use",
+                f"binding {command.binding_id} is in use by {', '.join(users)}",
+            )
+        event = BindingDeleted.create(binding_id=command.binding_id)
+        await publish_config(self.runtime, [event], self.state.last_sequence)
+        return CommandReply(ok=True, result={"deleted": command.binding_id})
+
+    async def cert_delete(self, command: CertDelete) -> CommandReply:
+        if command.name not in self.state.local_certs:
+            raise CommandRejected(
+                "not-found",
+                f"no local certificate named {command.name!r}; "
+                "`smimegw cert list` shows the names",
+            )
+        users = self.state.local_cert_users(command.name)
+        if users:
+            raise CommandRejected(
+                "in-use",
+                f"local certificate {command.name!r} is used by {', '.join(users)}; "
+                "delete those bindings first",
+            )
+        event = LocalCertDeleted.create(name=command.name)
+        await publish_config(self.runtime, [event], self.state.last_sequence)
+        return CommandReply(ok=True, result={"deleted": command.name})
+
+    async def query(self, command: Query) -> CommandReply:
+        now = datetime.now(UTC)
+        state = self.state
+        result: Any
+        if command.command == "ca.list":
+            result = [state.ca_view(e, now) for e in state.cas.values()]
+        elif command.command == "cert.list":
+            result = [state.local_cert_view(e, now) for e in state.local_certs.values()]
+        elif command.command == "binding.list":
+            result = [state.binding_view(e, now) for e in state.bindings.values()]
+        elif command.command == "binding.show":
+            entry = state.bindings.get(command.entry_id or "")
+            if entry is None:
+                raise CommandRejected(
+                    "not-found",
+                    f"no binding with id {command.entry_id!r}; "
+                    "`smimegw binding list` shows the ids",
+                )
+            result = state.binding_view(entry, now)
+        else:
+            result = await self.history()
+        return CommandReply(ok=True, result=result)
+
+    async def history(self) -> list[dict[str, Any]]:
+        """The CONFIG events, oldest first, without certificate bodies."""
+        js = self.runtime.js
+        info = await js.stream_info(streams.CONFIG)
+        events: list[dict[str, Any]] = []
+        first = max(info.state.first_seq, info.state.last_seq - _HISTORY_LIMIT + 1)
+        for sequence in range(first, info.state.last_seq + 1):
+            try:
+                message = await js.get_msg(streams.CONFIG, seq=sequence)
+            except NotFoundError:
+                continue
+            event = json.loads(message.data or b"{}")
+            for bulky in ("certificate", "chain"):
+                event.pop(bulky, None)
+            event["sequence"] = sequence
+            events.append(event)
+        return events

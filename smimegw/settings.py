@@ -117,6 +117,20 @@ class BusSettings(_Section):
     mail_max_age: Duration = timedelta(days=30)
 
 
+class HealthSettings(_Section):
+    # HTTP health and readiness endpoints of one service process, e.g.
+    # "127.0.0.1:8081". Empty: none. Give each process its own port, for example
+    # SMIMEGW_HEALTH__LISTEN per replica.
+    listen: str = ""
+
+    @field_validator("listen")
+    @classmethod
+    def _check_listen(cls, value: str) -> str:
+        if value:
+            parse_host_port(value, "health.listen")
+        return value
+
+
 class KeySettings(_Section):
     # The key-encryption key that seals private keys at rest: 32 random bytes,
     # mode 0600. Empty: <data_dir>/kek, which `smimegw run` creates on first start.
@@ -139,6 +153,7 @@ class Settings(BaseSettings):
     nats: NatsSettings = NatsSettings()
     bus: BusSettings = BusSettings()
     keys: KeySettings = KeySettings()
+    health: HealthSettings = HealthSettings()
 
     @field_validator("internal_domains")
     @classmethod

@@ -38,8 +38,33 @@ class MailReceived(Event):
     body_8bitmime: bool = False
 
 
+class ProfileSpec(Model):
+    """An encryption profile as it stood when policy made the plan."""
+
+    name: str
+    action: Literal["encrypt", "sign", "sign-and-encrypt"]
+    algorithm: str
+    digest: Literal["sha256", "sha384", "sha512"]
+    signature: Literal["detached", "opaque"]
+    on_failure: Literal["send-plain", "bounce", "hold"]
+    encrypt_to_self: bool
+
+
+class RecipientCertificate(Model):
+    """The external binding whose certificate encrypts to one recipient."""
+
+    address: str
+    binding_id: str
+    fingerprint: str
+
+
 class MailRouted(Event):
-    """Policy's plan for one group of recipients that get the same treatment."""
+    """Policy's plan for one group of recipients that get the same treatment.
+
+    Actions: `relay` passes the message on unchanged; `protect` signs and/or
+    encrypts it with `profile`; `open` decrypts and verifies incoming S/MIME;
+    `bounce` returns it to the sender with `reason`, without delivery.
+    """
 
     TYPE: ClassVar[str] = "mail.routed"
     type: Literal["mail.routed"]
@@ -48,9 +73,60 @@ class MailRouted(Event):
     groups: int
     sender: str
     recipients: tuple[str, ...]
-    action: Literal["relay"]
+    action: Literal["relay", "protect", "open", "bounce"]
     reason: str
     body: BodyRef
+    rule_id: str | None = None
+    profile: ProfileSpec | None = None
+    # The sender's internal binding that signs (sign, sign-and-encrypt).
+    signer_binding: str | None = None
+    # One entry per recipient certificate, plus the sender's with encrypt-to-self.
+    encrypt_to: tuple[RecipientCertificate, ...] = ()
+    # Enhanced status code for `bounce`, RFC 3463.
+    status: str | None = None
+
+
+class MailHeld(Event):
+    """Recipients parked until a usable certificate for them is imported."""
+
+    TYPE: ClassVar[str] = "mail.held"
+    type: Literal["mail.held"]
+    plan_id: str
+    recipients: tuple[str, ...]
+    reason: str
+    release_by: Timestamp
+
+
+class MailReleased(Event):
+    """Held recipients sent on, because a certificate arrived or the hold timed out."""
+
+    TYPE: ClassVar[str] = "mail.released"
+    type: Literal["mail.released"]
+    plan_id: str
+    recipients: tuple[str, ...]
+    outcome: Literal["certificate-imported", "timed-out"]
+
+
+class MailUnprotected(Event):
+    """A profile's send-plain failure action: these copies leave without S/MIME."""
+
+    TYPE: ClassVar[str] = "mail.unprotected"
+    type: Literal["mail.unprotected"]
+    recipients: tuple[str, ...]
+    profile: str
+    reason: str
+
+
+class CryptoOperation(Model):
+    """One S/MIME step applied to a message, for the event log."""
+
+    operation: Literal["sign", "encrypt", "decrypt", "verify"]
+    algorithm: str
+    # SHA-256 fingerprints of the certificates involved.
+    certificates: tuple[str, ...] = ()
+    binding_ids: tuple[str, ...] = ()
+    weak: bool = False
+    detail: str = ""
 
 
 class MailProcessed(Event):
@@ -61,10 +137,58 @@ class MailProcessed(Event):
     kind: Literal["message", "dsn"] = "message"
     sender: str
     recipients: tuple[str, ...]
-    operations: tuple[str, ...]
+    operations: tuple[CryptoOperation, ...]
     body: BodyRef
+    profile: str | None = None
     # Delivery deletes the bodies listed here once every recipient is finished.
     release_bodies: tuple[str, ...] = ()
+    # Set for a plan whose recipients bounce without a delivery attempt.
+    bounce_status: str | None = None
+    bounce_reason: str | None = None
+    # The received body and how many plans share it: delivery deletes it after
+    # the last of them finished.
+    original_body: str | None = None
+    plans: int = 1
+
+
+class SignerReport(Model):
+    """One signer of an incoming message; each result stands on its own."""
+
+    signature: Literal["valid", "invalid"]
+    signature_reason: str | None
+    digest_algorithm: str
+    signature_algorithm: str
+    weak: bool
+    certificate_status: Literal["trusted", "untrusted", "expired", "not-yet-valid"]
+    certificate_reason: str | None
+    subject: str
+    fingerprint: str
+    from_matches: bool | None
+    signing_time: Timestamp | None
+
+
+class MailVerified(Event):
+    """Signature layers found in an incoming message, outermost first."""
+
+    TYPE: ClassVar[str] = "mail.verified"
+    type: Literal["mail.verified"]
+    recipients: tuple[str, ...]
+    layers: tuple[tuple[SignerReport, ...], ...]
+    summary: Literal["valid", "invalid", "weak", "untrusted"]
+
+
+class MailDecrypted(Event):
+    """The outcome of decrypting an incoming enveloped message."""
+
+    TYPE: ClassVar[str] = "mail.decrypted"
+    type: Literal["mail.decrypted"]
+    recipients: tuple[str, ...]
+    status: Literal["decrypted", "no-key", "failed"]
+    reason: str | None
+    content_algorithm: str | None
+    key_algorithm: str | None
+    binding_id: str | None
+    fingerprint: str | None
 
 
 class MailDelivered(Event):
@@ -119,7 +243,12 @@ class MailParked(Event):
 MAIL_EVENTS: tuple[type[Event], ...] = (
     MailReceived,
     MailRouted,
+    MailHeld,
+    MailReleased,
+    MailUnprotected,
     MailProcessed,
+    MailVerified,
+    MailDecrypted,
     MailDelivered,
     MailDeferred,
     MailBounced,

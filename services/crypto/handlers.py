@@ -1,34 +1,78 @@
-"""S/MIME processing of each plan."""
+"""S/MIME processing of each plan, dispatched by the plan's action."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
-from schemas import MailProcessed, MailRouted
+from schemas import CryptoOperation, Event, MailProcessed, MailRouted
 from smimegw.runtime import Attempt, Runtime
 
 log = logging.getLogger("smimegw.crypto")
 
 
-def process(event: MailRouted) -> MailProcessed:
-    """Apply the plan's action; "relay" passes the body through unchanged."""
-    return MailProcessed.create(
-        cause=event,
-        sender=event.sender,
-        recipients=event.recipients,
-        operations=(),
-        body=event.body,
-        # NOTE: correct while a message has a single plan. With several plans
-        # sharing one received body, it may be released only after the last.
-        release_bodies=(event.body.key,),
-    )
+@dataclass(frozen=True)
+class Transformed:
+    """A new body for a plan, what was done to make it, and events to publish."""
+
+    body: bytes
+    operations: tuple[CryptoOperation, ...]
+    events: tuple[Event, ...] = field(default=())
+
+
+# Turns a plan and the received message into the message to deliver.
+Transform = Callable[[MailRouted, bytes], Awaitable[Transformed]]
 
 
 class CryptoHandlers:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
+        # Set by the service once the configuration and keys are loaded.
+        self.protect: Transform | None = None
+        self.open: Transform | None = None
 
     async def on_routed(self, event: MailRouted, attempt: Attempt) -> None:
-        processed = process(event)
+        if event.action in ("protect", "open"):
+            processed = await self._transform(event)
+        else:
+            processed = self._unchanged(event)
         await self.runtime.publish(processed)
         log.info("processed plan %s: %s", event.plan_id, event.action)
+
+    def _unchanged(self, event: MailRouted) -> MailProcessed:
+        """Relay and bounce plans deliver (or return) the received body itself."""
+        return MailProcessed.create(
+            cause=event,
+            sender=event.sender,
+            recipients=event.recipients,
+            operations=(),
+            body=event.body,
+            profile=event.profile.name if event.profile else None,
+            bounce_status=event.status if event.action == "bounce" else None,
+            bounce_reason=event.reason if event.action == "bounce" else None,
+            original_body=event.body.key,
+            plans=event.groups,
+        )
+
+    async def _transform(self, event: MailRouted) -> MailProcessed:
+        transform = self.protect if event.action == "protect" else self.open
+        if transform is None:
+            raise RuntimeError("crypto service is not started: no keys loaded yet")
+        message = await self.runtime.bodies.get(event.body)
+        result = await transform(event, message)
+        for extra in result.events:
+            await self.runtime.publish(extra)
+        key = event.plan_id
+        ref = await self.runtime.bodies.put(key, result.body)
+        return MailProcessed.create(
+            cause=event,
+            sender=event.sender,
+            recipients=event.recipients,
+            operations=result.operations,
+            body=ref,
+            profile=event.profile.name if event.profile else None,
+            release_bodies=(key,),
+            original_body=event.body.key,
+            plans=event.groups,
+        )

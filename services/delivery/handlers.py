@@ -17,7 +17,7 @@ import logging
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from nats.js.errors import KeyNotFoundError
+from nats.js.errors import BadRequestError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from schemas import MailBounced, MailDeferred, MailDelivered, MailProcessed
@@ -98,7 +98,10 @@ class DeliveryHandlers:
         pending = [r for r in event.recipients if r not in state.finished]
         if pending:
             message = await self.runtime.bodies.get(event.body)
-            await self._attempt(event, attempt, state, pending, message)
+            if event.bounce_status is not None:
+                await self._bounce_unsent(event, attempt, state, pending)
+            else:
+                await self._attempt(event, attempt, state, pending, message)
             await self._queue_dsns(event, state, message)
         # Publish (again, after a redelivery) the events of every outcome.
         for outcome in state.outcomes:
@@ -108,6 +111,60 @@ class DeliveryHandlers:
             raise RetryLater(self._backoff(state.deferrals), "recipients deferred")
         for body_key in event.release_bodies:
             await self.runtime.bodies.delete(body_key)
+        if event.original_body is not None:
+            await self._finish_plan(event, event.original_body)
+
+    async def _bounce_unsent(
+        self,
+        event: MailProcessed,
+        attempt: Attempt,
+        state: DeliveryState,
+        pending: list[str],
+    ) -> None:
+        """Record a bounce that policy decided, such as a missing certificate."""
+        state.outcomes.append(
+            Outcome(
+                pending,
+                "bounced",
+                event.bounce_reason or "rejected by policy",
+                event.bounce_status or "5.7.1",
+                attempt.number,
+            )
+        )
+        await (await self.kv()).put(event.event_id, state.encode())
+
+    async def _finish_plan(self, event: MailProcessed, original: str) -> None:
+        """Count this plan as finished; the last one deletes the received body.
+
+        The count lives in the bucket, updated by compare-and-set, so replicas
+        finishing plans of the same message at once never lose an update.
+        """
+        if event.plans <= 1:
+            await self.runtime.bodies.delete(original)
+            return
+        kv = await self.kv()
+        key = f"plans-{original}"
+        while True:
+            try:
+                entry = await kv.get(key)
+                done = set(json.loads(entry.value or b"[]"))
+                revision = entry.revision
+            except KeyNotFoundError:
+                done, revision = set(), None
+            if event.event_id in done:
+                break
+            done.add(event.event_id)
+            value = json.dumps(sorted(done)).encode()
+            try:
+                if revision is None:
+                    await kv.create(key, value)
+                else:
+                    await kv.update(key, value, last=revision)
+                break
+            except (KeyWrongLastSequenceError, BadRequestError):
+                continue
+        if len(done) >= event.plans:
+            await self.runtime.bodies.delete(original)
 
     async def _attempt(
         self,

@@ -19,7 +19,7 @@ def plan(event: MailReceived) -> list[MailRouted]:
         MailRouted.create(
             cause=event,
             key="0",
-            plan_id=f"{event.queue_id}.0",
+            plan_id=f"{event.queue_id}-0",
             group=0,
             groups=1,
             sender=event.sender,

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from faststream import AckPolicy
+from faststream.exceptions import IncorrectState
 from faststream.nats import JStream, NatsBroker, NatsMessage, PullSub
 from nats.aio.client import Client
 from nats.errors import NoServersError
@@ -82,7 +83,9 @@ class Runtime:
         self.settings = settings
         self.nats_url = nats_url
         self.broker = broker or NatsBroker(
-            nats_url,
+            # A cluster's client URLs, comma-separated; the client also learns
+            # the other members from the server it reaches.
+            [url.strip() for url in nats_url.split(",") if url.strip()],
             max_reconnect_attempts=-1,
             reconnect_time_wait=1,
             connect_timeout=max(1, int(settings.nats.connect_timeout.total_seconds())),
@@ -94,6 +97,14 @@ class Runtime:
     @property
     def nc(self) -> Client:
         return self.broker.connection
+
+    @property
+    def connected(self) -> bool:
+        """Whether the NATS connection is up (false before connecting)."""
+        try:
+            return self.nc.is_connected
+        except IncorrectState:
+            return False
 
     @property
     def js(self) -> JetStreamContext:

@@ -11,6 +11,7 @@ from typing import Protocol
 
 import nats.errors
 
+from smimegw.health import HealthServer
 from smimegw.runtime import Runtime
 from smimegw.settings import Settings
 
@@ -55,22 +56,34 @@ async def serve(
     """
     runtime = Runtime(name, settings, url or nats_url(settings))
     service = build_service(name, runtime)
-    await runtime.connect(stop)
-    await runtime.broker.start()
-    await service.start()
-    log.info("%s started", name)
-    if on_ready is not None:
-        on_ready(runtime, service)
-    await stop.wait()
-    log.info("%s stopping", name)
-    await service.stop()
-    # FastStream's stop waits up to graceful_timeout for handlers in flight.
+    health = None
+    if settings.health.listen:
+        health = HealthServer(name, settings.health.listen, lambda: runtime.connected)
+        await health.start()
     try:
-        await runtime.broker.stop()
-    except nats.errors.ConnectionReconnectingError:
-        # Draining needs a connection; without one there is nothing to drain.
-        await runtime.nc.close()
-    log.info("%s stopped", name)
+        await runtime.connect(stop)
+        await runtime.broker.start()
+        await service.start()
+        log.info("%s started", name)
+        if health is not None:
+            health.started = True
+        if on_ready is not None:
+            on_ready(runtime, service)
+        await stop.wait()
+        log.info("%s stopping", name)
+        if health is not None:
+            health.draining = True
+        await service.stop()
+        # FastStream's stop waits up to graceful_timeout for handlers in flight.
+        try:
+            await runtime.broker.stop()
+        except nats.errors.ConnectionReconnectingError:
+            # Draining needs a connection; without one there is nothing to drain.
+            await runtime.nc.close()
+        log.info("%s stopped", name)
+    finally:
+        if health is not None:
+            await health.stop()
 
 
 def run_until_signal(name: str, settings: Settings) -> None:

@@ -1,0 +1,62 @@
+"""Health and readiness endpoints of a service process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+from tests.conftest import gateway_settings
+from tests.harness import Gateway, NatsServer, free_port, wait_until
+
+
+async def http_get(port: int, path: str) -> tuple[int, dict[str, object]]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: probe\r\n\r\n".encode())
+        await writer.drain()
+        response = await asyncio.wait_for(reader.read(), timeout=5)
+    finally:
+        writer.close()
+    head, _, body = response.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body)
+
+
+async def test_ready_follows_the_nats_connection(
+    tmp_path: Path, nats_server: NatsServer
+) -> None:
+    port = free_port()
+    settings = gateway_settings(tmp_path, health={"listen": f"127.0.0.1:{port}"})
+    gateway = Gateway(settings, nats_server.url)
+    await gateway.start(["policy"])
+    try:
+        assert await http_get(port, "/healthz") == (
+            200,
+            {"service": "policy", "status": "alive"},
+        )
+        code, state = await http_get(port, "/readyz")
+        assert code == 200
+        assert state["nats_connected"] is True
+        assert (await http_get(port, "/metrics"))[0] == 404
+
+        nats_server.stop()
+
+        async def unready() -> bool:
+            return (await http_get(port, "/readyz"))[0] == 503
+
+        await wait_until(unready, timeout=15)
+        assert (await http_get(port, "/healthz"))[0] == 200
+        nats_server.start()
+
+        async def ready() -> bool:
+            return (await http_get(port, "/readyz"))[0] == 200
+
+        await wait_until(ready, timeout=30, step=0.2)
+    finally:
+        await gateway.stop()
+    try:
+        await http_get(port, "/healthz")
+    except OSError:
+        pass
+    else:
+        raise AssertionError("the health port is still open after the service stopped")

@@ -15,7 +15,14 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -131,6 +138,44 @@ class HealthSettings(_Section):
         return value
 
 
+class TelemetrySettings(_Section):
+    # OTLP over HTTP traces endpoint, e.g. "http://127.0.0.1:4318/v1/traces".
+    # Empty: spans are still made (their trace ids appear in logs and the audit
+    # log) but exported nowhere.
+    otlp_endpoint: str = ""
+    # Prometheus endpoint (GET /metrics) of one service process, e.g.
+    # "127.0.0.1:9101". Empty: none. Give each process its own port, for example
+    # SMIMEGW_TELEMETRY__METRICS_LISTEN per replica; port 0 picks a free one.
+    metrics_listen: str = ""
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _check_endpoint(cls, value: str) -> str:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError(
+                f"telemetry.otlp_endpoint = {value!r} is not an HTTP URL; write it "
+                "as http://HOST:4318/v1/traces"
+            )
+        return value
+
+    @field_validator("metrics_listen")
+    @classmethod
+    def _check_listen(cls, value: str) -> str:
+        if value:
+            host, port = value.rpartition(":")[::2]
+            if port == "0" and host:
+                return value
+            parse_host_port(value, "telemetry.metrics_listen")
+        return value
+
+
+class AuditSettings(_Section):
+    # PostgreSQL connection URL, e.g. "postgresql://smimegw@db.internal/audit".
+    # Empty: SQLite at <data_dir>/audit.sqlite3. Secret because it may hold a
+    # password.
+    database_url: SecretStr = SecretStr("")
+
+
 class KeySettings(_Section):
     # The key-encryption key that seals private keys at rest: 32 random bytes,
     # mode 0600. Empty: <data_dir>/kek, which `smimegw run` creates on first start.
@@ -154,6 +199,8 @@ class Settings(BaseSettings):
     bus: BusSettings = BusSettings()
     keys: KeySettings = KeySettings()
     health: HealthSettings = HealthSettings()
+    telemetry: TelemetrySettings = TelemetrySettings()
+    audit: AuditSettings = AuditSettings()
 
     @field_validator("internal_domains")
     @classmethod

@@ -76,7 +76,7 @@ class IngressHandler:
         domain = address.rpartition("@")[2].lower().rstrip(".")
         if domain not in self.internal_domains and not self.is_trusted(session):
             log.info("relay denied for a recipient from %s", _peer_ip(session))
-            return REPLY_RELAY_DENIED.format(address=address)
+            return REPLY_RELAY_DENIED.format(address=printable(address))
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
         return "250 2.1.5 OK"
@@ -171,6 +171,17 @@ class IngressHandler:
         # aiosmtpd's default reply carries the exception text; never send that.
         log.error("SMTP session failed: %s", type(error).__name__, exc_info=error)
         return "421 4.3.0 Service temporarily unavailable, closing connection"
+
+
+def printable(text: str) -> str:
+    """`text` for an SMTP reply: ASCII, with other characters as escapes.
+
+    aiosmtpd decodes arguments with surrogateescape, and a reply with a lone
+    surrogate cannot be encoded, so echoing an address verbatim can fail.
+    """
+    raw = text.encode("utf-8", "surrogateescape")
+    escaped = raw.decode("ascii", "backslashreplace")
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in escaped)
 
 
 def _reverse_path(mail_from: str | None) -> str:

@@ -20,6 +20,8 @@ from typing import Any, TypeVar
 from faststream import AckPolicy
 from faststream.exceptions import IncorrectState
 from faststream.nats import JStream, NatsBroker, NatsMessage, PullSub
+from faststream.nats.opentelemetry import NatsTelemetryMiddleware
+from faststream.nats.prometheus import NatsPrometheusMiddleware
 from nats.aio.client import Client
 from nats.errors import NoServersError
 from nats.js import JetStreamContext
@@ -27,7 +29,7 @@ from nats.js.api import AckPolicy as JsAckPolicy
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from schemas import Event, EventDecodeError, MailParked
-from smimegw import streams
+from smimegw import metrics, streams, telemetry
 from smimegw.bodies import BodyStore
 from smimegw.logs import message_context
 from smimegw.settings import Settings
@@ -82,6 +84,11 @@ class Runtime:
         self.service = service
         self.settings = settings
         self.nats_url = nats_url
+        self.tracer_provider = telemetry.build_tracer_provider(
+            service, settings.telemetry
+        )
+        self.tracer = self.tracer_provider.get_tracer(telemetry.INSTRUMENTATION_NAME)
+        self.metrics_server: metrics.MetricsServer | None = None
         self.broker = broker or NatsBroker(
             # A cluster's client URLs, comma-separated; the client also learns
             # the other members from the server it reaches.
@@ -91,6 +98,14 @@ class Runtime:
             connect_timeout=max(1, int(settings.nats.connect_timeout.total_seconds())),
             graceful_timeout=30.0,
             logger=logging.getLogger(f"smimegw.{service}.faststream"),
+            middlewares=(
+                NatsTelemetryMiddleware(tracer_provider=self.tracer_provider),
+                NatsPrometheusMiddleware(
+                    registry=metrics.REGISTRY,
+                    app_name=f"smimegw-{service}",
+                    metrics_prefix="smimegw_bus",
+                ),
+            ),
         )
         self._bodies: BodyStore | None = None
 
@@ -115,6 +130,22 @@ class Runtime:
         if self._bodies is None:
             self._bodies = BodyStore(self.nc, self.js)
         return self._bodies
+
+    def start_metrics(self) -> None:
+        """Serve GET /metrics on `telemetry.metrics_listen`, if it is set."""
+        listen = self.settings.telemetry.metrics_listen
+        if listen and self.metrics_server is None:
+            self.metrics_server = metrics.MetricsServer(listen)
+            self.metrics_server.start()
+            host, port = self.metrics_server.address
+            log.info("metrics on http://%s:%d/metrics", host, port)
+
+    def close(self) -> None:
+        """Stop the metrics endpoint and export the spans still buffered."""
+        if self.metrics_server is not None:
+            self.metrics_server.stop()
+            self.metrics_server = None
+        self.tracer_provider.shutdown()
 
     async def connect(self, stop: asyncio.Event | None = None) -> None:
         """Connect and provision, retrying while the broker is not reachable yet."""
@@ -149,6 +180,7 @@ class Runtime:
             headers={"Nats-Msg-Id": event.event_id},
             timeout=timeout,
         )
+        metrics.record_published(event)
 
     def consume(
         self,
@@ -218,7 +250,11 @@ class _ConsumerWrapper:
             await self._park(raw.data, raw.headers, attempt, None, str(err))
             await msg.ack()
             return
-        with message_context(event.queue_id, event.event_id):
+        with (
+            message_context(event.queue_id, event.event_id),
+            telemetry.use_tracer(self.runtime.tracer),
+            metrics.time_stage(self.stage),
+        ):
             await self._handle(msg, event, attempt)
 
     async def _handle(self, msg: NatsMessage, event: Event, attempt: Attempt) -> None:
@@ -287,6 +323,7 @@ class _ConsumerWrapper:
         else:
             parked = MailParked.create(**fields)
         await runtime.publish(parked)
+        metrics.record_parked(self.stage)
         log.error(
             "parked %s message %d from %s: %s",
             attempt.subject,

@@ -61,6 +61,7 @@ async def serve(
         health = HealthServer(name, settings.health.listen, lambda: runtime.connected)
         await health.start()
     try:
+        runtime.start_metrics()
         await runtime.connect(stop)
         await runtime.broker.start()
         await service.start()
@@ -82,6 +83,7 @@ async def serve(
             await runtime.nc.close()
         log.info("%s stopped", name)
     finally:
+        runtime.close()
         if health is not None:
             await health.stop()
 

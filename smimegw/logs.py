@@ -1,7 +1,10 @@
 """Structured logging: one JSON object per line, with the ids of the message at hand.
 
 Handlers set the queue id and event id in context variables; every log record
-made while they run carries them, without passing them to each call.
+made while they run carries them, without passing them to each call, and the
+trace id of the current span. Warnings and errors that repeat word for word
+are rate-limited: the first passes, the repeats within the window are counted,
+and the next one after the window carries that count as `repeated`.
 """
 
 from __future__ import annotations
@@ -9,10 +12,17 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Iterator
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
+
+from opentelemetry import trace
+from opentelemetry.trace.span import format_trace_id
+
+from smimegw import metrics
 
 queue_id_var: ContextVar[str | None] = ContextVar("queue_id", default=None)
 event_id_var: ContextVar[str | None] = ContextVar("event_id", default=None)
@@ -46,9 +56,57 @@ class JsonFormatter(logging.Formatter):
         event_id = event_id_var.get()
         if event_id:
             entry["event_id"] = event_id
+        span_context = trace.get_current_span().get_span_context()
+        if span_context.is_valid:
+            entry["trace_id"] = format_trace_id(span_context.trace_id)
+        repeated = getattr(record, "repeated", 0)
+        if repeated:
+            entry["repeated"] = repeated
         if record.exc_info:
             entry["error"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False)
+
+
+class RepeatFilter(logging.Filter):
+    """Rate-limit warnings and errors whose text repeats within `window` seconds.
+
+    Per distinct (logger, level, text): the first record passes; repeats within
+    the window are dropped and counted; the first one after the window passes
+    with `record.repeated` set to the number dropped. At most `max_keys` texts
+    are tracked, the least recently seen forgotten first.
+    """
+
+    def __init__(
+        self,
+        window: float = 60.0,
+        max_keys: int = 1024,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__()
+        self.window = window
+        self.max_keys = max_keys
+        self.clock = clock
+        # key -> (time the last record passed, records dropped since)
+        self._seen: OrderedDict[tuple[str, int, str], tuple[float, int]] = OrderedDict()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        key = (record.name, record.levelno, record.getMessage())
+        now = self.clock()
+        seen = self._seen.get(key)
+        if seen is not None and now - seen[0] < self.window:
+            self._seen[key] = (seen[0], seen[1] + 1)
+            self._seen.move_to_end(key)
+            metrics.record_log_suppressed(record.name, 1)
+            return False
+        if seen is not None and seen[1]:
+            record.repeated = seen[1]
+        self._seen[key] = (now, 0)
+        self._seen.move_to_end(key)
+        while len(self._seen) > self.max_keys:
+            self._seen.popitem(last=False)
+        return True
 
 
 def configure_logging(service: str, level: str = "INFO") -> None:
@@ -57,6 +115,7 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     _service_name = service
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
+    handler.addFilter(RepeatFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

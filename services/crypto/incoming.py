@@ -1,0 +1,461 @@
+"""The `open` transform: decrypt and verify incoming S/MIME for internal recipients.
+
+Layers are opened from the outside in, as far as the top-level body of each layer is
+S/MIME: an enveloped body is decrypted with the key of an internal binding, and a
+signature layer is verified over its content exactly as received. The delivered
+message is the received one with the gateway's result header fields at the top; when
+a layer was decrypted, its decrypted entity replaces the body, with any signature
+inside it kept byte for byte. Bad input from outside is reported in the events and
+header fields and the message is delivered unchanged: it never raises.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Literal
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from schemas import (
+    CryptoOperation,
+    Event,
+    MailDecrypted,
+    MailRouted,
+    MailVerified,
+    SignerReport,
+)
+from services.crypto.cms.envelope import (
+    Decrypted,
+    RecipientId,
+    RecipientKey,
+    decrypt,
+    recipient_ids,
+)
+from services.crypto.cms.errors import CmsError, NoMatchingRecipientError
+from services.crypto.cms.signed import SignerResult, Verification, verify
+from services.crypto.handlers import Transformed
+from services.crypto.keystore import KeyMissingError, KeyStore
+from services.crypto.mime import (
+    MimeError,
+    Smime,
+    SmimeKind,
+    detect,
+    kind_of_cms,
+    prepend_headers,
+    replace_body,
+    strip_headers,
+)
+from services.crypto.mime.headers import MediaInfo, parse_header_block
+from services.crypto.result_headers import (
+    RESULT_HEADERS,
+    decryption_field,
+    signature_field,
+)
+from smimegw.configstate import BindingEntry, ConfigFollower
+
+log = logging.getLogger("smimegw.crypto")
+
+# S/MIME layers opened per message. Real mail has at most three (signed, encrypted,
+# signed again); the bound stops a hostile message of thousands of nested layers.
+MAX_LAYERS = 8
+
+
+@dataclass
+class _Outcome:
+    """What opening one message found, layer by layer."""
+
+    delivered: bytes = field(repr=False)
+    # The entity of the layer being opened; the whole message at first.
+    entity: bytes = field(repr=False)
+    signature_layers: list[tuple[SignerReport, ...]] = field(default_factory=list)
+    decryptions: list[MailDecrypted] = field(default_factory=list)
+    operations: list[CryptoOperation] = field(default_factory=list)
+    # Result header fields, in the order the layers were opened.
+    fields: list[tuple[str, str]] = field(default_factory=list)
+
+
+class IncomingProcessor:
+    """Opens incoming S/MIME with the internal bindings' keys and imported CAs."""
+
+    def __init__(self, follower: ConfigFollower, keys: KeyStore) -> None:
+        self.follower = follower
+        self.keys = keys
+
+    async def open(self, event: MailRouted, message: bytes) -> Transformed:
+        """Decrypt and verify `message` for the recipients of an "open" plan."""
+        try:
+            received = strip_headers(message, RESULT_HEADERS)
+        except MimeError as err:
+            # NOTE: a header block beyond the MIME limits cannot be parsed, so forged
+            # result fields in it stay; the message is delivered as received.
+            log.warning("plan %s: header block not parsed: %s", event.plan_id, err)
+            return Transformed(message, ())
+
+        # Read every configuration event stored so far, so that a binding or CA
+        # imported just before this message is used.
+        await self.follower.sync()
+        outcome = _Outcome(delivered=received, entity=received)
+        sender = parse_header_block(received).value("From")
+        for depth in range(MAX_LAYERS + 1):
+            if depth == MAX_LAYERS:
+                log.warning(
+                    "plan %s: more than %d S/MIME layers; the rest stays closed",
+                    event.plan_id,
+                    MAX_LAYERS,
+                )
+                break
+            if not await self._open_layer(event, outcome, sender):
+                break
+
+        events: list[Event] = [*outcome.decryptions]
+        if outcome.signature_layers:
+            events.append(_verified_event(event, outcome.signature_layers))
+        body = received
+        if outcome.fields:
+            # A decrypted entity may carry forged result fields of its own.
+            body = strip_headers(outcome.delivered, RESULT_HEADERS)
+            body = prepend_headers(body, outcome.fields)
+        log.info(
+            "plan %s: opened %d signature layer(s), %d enveloped layer(s)",
+            event.plan_id,
+            len(outcome.signature_layers),
+            len(outcome.decryptions),
+        )
+        return Transformed(body, tuple(outcome.operations), tuple(events))
+
+    async def _open_layer(
+        self, event: MailRouted, outcome: _Outcome, sender: str | None
+    ) -> bool:
+        """Open the S/MIME layer at the top of `outcome.entity`.
+
+        Returns whether an inner entity was reached that may hold another layer.
+        """
+        try:
+            smime = await asyncio.to_thread(_detect, outcome.entity)
+        except MimeError as err:
+            _report_unreadable(event, outcome, str(err))
+            return False
+
+        if smime.kind is SmimeKind.ENVELOPED:
+            assert smime.der is not None
+            content = await self._decrypt(event, outcome, smime.der)
+            if content is None:
+                return False
+            outcome.entity = content
+            return True
+        if smime.kind in (SmimeKind.OPAQUE_SIGNED, SmimeKind.DETACHED_SIGNED):
+            inner = await self._verify(outcome, smime, sender)
+            if inner is None:
+                return False
+            outcome.entity = inner
+            return True
+        return False
+
+    async def _decrypt(
+        self, event: MailRouted, outcome: _Outcome, der: bytes
+    ) -> bytes | None:
+        """Decrypt an enveloped layer, report the outcome and return the entity.
+
+        The decrypted entity replaces the body of `outcome.delivered`.
+        """
+        index = len(outcome.decryptions)
+        try:
+            recipients = await asyncio.to_thread(recipient_ids, der)
+        except CmsError as err:
+            _record_decryption(outcome, event, index, "failed", str(err))
+            return None
+
+        candidates = _matching_bindings(self.follower.state.bindings, recipients)
+        keys: dict[str, tuple[BindingEntry, RecipientKey]] = {}
+        for binding in candidates:
+            assert binding.key_id is not None
+            try:
+                private_key = await self.keys.get(binding.key_id)
+            except KeyMissingError as err:
+                log.error("binding %s: %s", binding.binding_id, err)
+                continue
+            if isinstance(private_key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
+                fingerprint = binding.certificate.fingerprint(hashes.SHA256()).hex()
+                key = RecipientKey(binding.certificate, private_key)
+                keys.setdefault(fingerprint, (binding, key))
+        if not keys:
+            listed = "; ".join(str(rid) for rid in recipients) or "none"
+            reason = (
+                "no internal binding holds the key of a recipient of the message; "
+                f"its recipients are: {listed}"
+            )
+            _record_decryption(outcome, event, index, "no-key", reason)
+            return None
+
+        try:
+            result = await asyncio.to_thread(
+                decrypt, der, [key for _, key in keys.values()]
+            )
+        except NoMatchingRecipientError as err:
+            _record_decryption(outcome, event, index, "no-key", str(err))
+            return None
+        except CmsError as err:
+            _record_decryption(outcome, event, index, "failed", str(err))
+            return None
+
+        content = _wire_line_ends(result.content)
+        try:
+            delivered = replace_body(outcome.delivered, content)
+        except MimeError as err:
+            reason = f"the decrypted entity is not a readable MIME entity: {err}"
+            _record_decryption(outcome, event, index, "failed", reason)
+            return None
+        binding, _ = keys[result.recipient_fingerprint]
+        _record_decrypted(outcome, event, index, result, binding)
+        outcome.delivered = delivered
+        return content
+
+    async def _verify(
+        self, outcome: _Outcome, smime: Smime, sender: str | None
+    ) -> bytes | None:
+        """Verify one signature layer; report it and return its signed content."""
+        layer = len(outcome.signature_layers) + 1
+        anchors = self.follower.state.ca_certificates()
+        now = datetime.now(UTC)
+        assert smime.der is not None
+        der = smime.der
+
+        def run(content: bytes | None) -> Verification:
+            return verify(
+                der,
+                detached_content=content,
+                trust_anchors=anchors,
+                now=now,
+                from_address=sender,
+            )
+
+        try:
+            if smime.kind is SmimeKind.DETACHED_SIGNED:
+                verification = await self._verify_detached(smime, run)
+            else:
+                verification = await asyncio.to_thread(run, None)
+        except CmsError as err:
+            _record_signers(outcome, layer, (_failed_report(str(err)),))
+            return None
+
+        reports = tuple(_report(signer) for signer in verification.signers)
+        if not reports:
+            reports = (_failed_report("the SignedData has no SignerInfo"),)
+        _record_signers(outcome, layer, reports)
+        return verification.content
+
+    async def _verify_detached(
+        self, smime: Smime, run: Callable[[bytes | None], Verification]
+    ) -> Verification:
+        """Verify multipart/signed over the first part as received.
+
+        A part stored with bare LF line ends is checked again in its CRLF form when
+        the digest does not match, because RFC 8551 section 3.1.1 signs CRLF text.
+        """
+        assert smime.signed_content is not None
+        verification = await asyncio.to_thread(run, smime.signed_content)
+        if smime.signed_content_crlf is None or not _digest_mismatch(verification):
+            return verification
+        crlf = await asyncio.to_thread(run, smime.signed_content_crlf)
+        return verification if _digest_mismatch(crlf) else crlf
+
+
+def _detect(entity: bytes) -> Smime:
+    """Recognise the S/MIME layer of `entity`, reading the CMS type when unlabelled."""
+    smime = detect(entity)
+    if smime.kind is not SmimeKind.PKCS7_MIME:
+        return smime
+    assert smime.der is not None
+    kind = kind_of_cms(smime.der)
+    return Smime(kind, smime_type=smime.smime_type, der=smime.der)
+
+
+def _digest_mismatch(verification: Verification) -> bool:
+    return any(
+        signer.signature_reason == "digest mismatch" for signer in verification.signers
+    )
+
+
+def _matching_bindings(
+    bindings: dict[str, BindingEntry], recipients: list[RecipientId]
+) -> list[BindingEntry]:
+    """Internal bindings, expired ones included, named by a RecipientInfo."""
+    return [
+        binding
+        for binding in bindings.values()
+        if binding.kind == "internal"
+        and binding.key_id is not None
+        and any(rid.matches(binding.certificate) for rid in recipients)
+    ]
+
+
+def _wire_line_ends(entity: bytes) -> bytes:
+    """Return a decrypted entity with CRLF line ends when it has only bare LF.
+
+    Some senders (NSS among them) encrypt the entity with LF line ends, while mail
+    travels with CRLF. A body sent with Content-Transfer-Encoding binary is left as
+    it is, since its bytes are not lines.
+    """
+    if b"\r" in entity or b"\n" not in entity:
+        return entity
+    try:
+        encoding = MediaInfo(parse_header_block(entity)).transfer_encoding
+    except MimeError:
+        return entity
+    if encoding == "binary":
+        return entity
+    return entity.replace(b"\n", b"\r\n")
+
+
+def _report(signer: SignerResult) -> SignerReport:
+    identity = signer.signer
+    return SignerReport(
+        signature=signer.signature,
+        signature_reason=signer.signature_reason,
+        digest_algorithm=signer.digest_algorithm,
+        signature_algorithm=signer.signature_algorithm,
+        weak=signer.weak,
+        certificate_status=signer.certificate_status,
+        certificate_reason=signer.certificate_reason,
+        subject=identity.subject if identity else "",
+        fingerprint=identity.sha256_fingerprint if identity else "",
+        from_matches=identity.from_matches if identity else None,
+        signing_time=signer.signing_time,
+    )
+
+
+def _failed_report(reason: str) -> SignerReport:
+    """A signer entry for a signature layer that could not be read at all."""
+    return SignerReport(
+        signature="invalid",
+        signature_reason=reason,
+        digest_algorithm="unknown",
+        signature_algorithm="unknown",
+        weak=False,
+        certificate_status="untrusted",
+        certificate_reason="signer certificate not found",
+        subject="",
+        fingerprint="",
+        from_matches=None,
+        signing_time=None,
+    )
+
+
+def _report_unreadable(event: MailRouted, outcome: _Outcome, reason: str) -> None:
+    """Report an S/MIME layer whose MIME structure could not be read.
+
+    Its Content-Type tells whether it claimed to be signed or enveloped.
+    """
+    try:
+        media = MediaInfo(parse_header_block(outcome.entity))
+    except MimeError:
+        media = None
+    smime_type = (media.param("smime-type") or "").strip().lower() if media else ""
+    signed = media is not None and (
+        media.media_type == "multipart/signed" or smime_type == "signed-data"
+    )
+    if signed:
+        layer = len(outcome.signature_layers) + 1
+        _record_signers(outcome, layer, (_failed_report(reason),))
+    else:
+        index = len(outcome.decryptions)
+        _record_decryption(outcome, event, index, "failed", reason)
+
+
+def _record_signers(
+    outcome: _Outcome, layer: int, reports: tuple[SignerReport, ...]
+) -> None:
+    outcome.signature_layers.append(reports)
+    for index, report in enumerate(reports, start=1):
+        outcome.fields.append(signature_field(layer, index, report))
+        outcome.operations.append(
+            CryptoOperation(
+                operation="verify",
+                algorithm=f"{report.signature_algorithm}-{report.digest_algorithm}",
+                certificates=(report.fingerprint,) if report.fingerprint else (),
+                weak=report.weak,
+                detail=(
+                    f"layer {layer} signer {index}: signature {report.signature}, "
+                    f"certificate {report.certificate_status}"
+                ),
+            )
+        )
+
+
+def _record_decryption(
+    outcome: _Outcome,
+    event: MailRouted,
+    index: int,
+    status: Literal["no-key", "failed"],
+    reason: str,
+) -> None:
+    """Record an enveloped layer that stays closed: no key, or it failed."""
+    decrypted = MailDecrypted.create(
+        cause=event,
+        key=str(index),
+        recipients=event.recipients,
+        status=status,
+        reason=reason,
+        content_algorithm=None,
+        key_algorithm=None,
+        binding_id=None,
+        fingerprint=None,
+    )
+    outcome.decryptions.append(decrypted)
+    outcome.fields.append(decryption_field(decrypted))
+
+
+def _record_decrypted(
+    outcome: _Outcome,
+    event: MailRouted,
+    index: int,
+    result: Decrypted,
+    binding: BindingEntry,
+) -> None:
+    decrypted = MailDecrypted.create(
+        cause=event,
+        key=str(index),
+        recipients=event.recipients,
+        status="decrypted",
+        reason=None,
+        content_algorithm=result.content_algorithm,
+        key_algorithm=result.key_algorithm,
+        binding_id=binding.binding_id,
+        fingerprint=result.recipient_fingerprint,
+    )
+    outcome.decryptions.append(decrypted)
+    outcome.fields.append(decryption_field(decrypted))
+    outcome.operations.append(
+        CryptoOperation(
+            operation="decrypt",
+            algorithm=result.content_algorithm,
+            certificates=(result.recipient_fingerprint,),
+            binding_ids=(binding.binding_id,),
+            detail=f"key algorithm {result.key_algorithm}",
+        )
+    )
+
+
+def _verified_event(
+    event: MailRouted, layers: list[tuple[SignerReport, ...]]
+) -> MailVerified:
+    signers = [report for layer in layers for report in layer]
+    if any(report.signature == "invalid" for report in signers):
+        summary = "invalid"
+    elif any(report.weak for report in signers):
+        summary = "weak"
+    elif any(report.certificate_status != "trusted" for report in signers):
+        summary = "untrusted"
+    else:
+        summary = "valid"
+    return MailVerified.create(
+        cause=event,
+        recipients=event.recipients,
+        layers=tuple(layers),
+        summary=summary,
+    )

@@ -93,6 +93,10 @@ class Runtime:
             # A cluster's client URLs, comma-separated; the client also learns
             # the other members from the server it reaches.
             [url.strip() for url in nats_url.split(",") if url.strip()],
+            security=natsauth.broker_security(settings),
+            inbox_prefix=natsauth.inbox_prefix(settings.nats.user)
+            if settings.nats.user
+            else "_INBOX",
             max_reconnect_attempts=-1,
             reconnect_time_wait=1,
             connect_timeout=max(1, int(settings.nats.connect_timeout.total_seconds())),

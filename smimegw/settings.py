@@ -114,6 +114,15 @@ class NatsSettings(_Section):
     # Replicas of each stream: 1 on a single server, 3 in a cluster.
     replicas: int = Field(default=1, ge=1, le=5)
     connect_timeout: Duration = timedelta(seconds=5)
+    # This process's NATS user; `smimegw run` sets both for each service.
+    # Empty: connect without credentials.
+    user: str = ""
+    password: SecretStr = SecretStr("")
+    # TLS: the embedded server listens with tls_cert and tls_key when both are
+    # set; clients verify the server with tls_ca when it is set.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_ca: Path | None = None
 
 
 class BusSettings(_Section):

@@ -11,11 +11,14 @@ from typing import Any
 
 import nats.errors
 from aiosmtpd.smtp import SMTP, Envelope, Session
+from opentelemetry.trace import Span, SpanKind
 
 from schemas import ClientInfo, MailReceived
+from smimegw import metrics
 from smimegw.ids import new_queue_id
 from smimegw.logs import message_context
 from smimegw.runtime import Runtime
+from smimegw.telemetry import Attributes, stage_span
 
 log = logging.getLogger("smimegw.ingress")
 
@@ -76,6 +79,7 @@ class IngressHandler:
         domain = address.rpartition("@")[2].lower().rstrip(".")
         if domain not in self.internal_domains and not self.is_trusted(session):
             log.info("relay denied for a recipient from %s", _peer_ip(session))
+            metrics.record_rejected(554)
             return REPLY_RELAY_DENIED.format(address=printable(address))
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
@@ -84,11 +88,45 @@ class IngressHandler:
     async def handle_DATA(
         self, server: SMTP, session: Session, envelope: Envelope
     ) -> str:
+        """Store the message; the root span of its trace covers this transaction."""
         content = envelope.original_content or b""
+        attributes: Attributes = {
+            "smimegw.message.size": len(content),
+            "smimegw.smtp.recipients": len(envelope.rcpt_tos),
+            "smimegw.smtp.tls": session.ssl is not None,
+            "network.peer.address": _peer_ip(session),
+        }
+        with (
+            stage_span(
+                "smtp.transaction",
+                attributes,
+                tracer=self.runtime.tracer,
+                kind=SpanKind.SERVER,
+            ) as span,
+            metrics.time_stage("ingress"),
+        ):
+            reply = await self._data(server, session, envelope, content, span)
+            code = int(reply[:3])
+            span.set_attribute("smimegw.smtp.reply_code", code)
+        if code == 250:
+            metrics.record_accepted()
+        else:
+            metrics.record_rejected(code)
+        return reply
+
+    async def _data(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        content: bytes,
+        span: Span,
+    ) -> str:
         if b"\x00" in content:
             log.info("rejected a message with NUL bytes from %s", _peer_ip(session))
             return REPLY_NUL
         queue_id = new_queue_id()
+        span.set_attribute("smimegw.queue_id", queue_id)
         self.in_flight += 1
         self.idle.clear()
         try:

@@ -29,7 +29,7 @@ from nats.js.api import AckPolicy as JsAckPolicy
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from schemas import Event, EventDecodeError, MailParked
-from smimegw import metrics, streams, telemetry
+from smimegw import metrics, natsauth, streams, telemetry
 from smimegw.bodies import BodyStore
 from smimegw.logs import message_context
 from smimegw.settings import Settings

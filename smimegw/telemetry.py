@@ -34,7 +34,8 @@ from smimegw.settings import TelemetrySettings
 INSTRUMENTATION_NAME: Final = "smimegw"
 
 AttributeValue = str | int | float | bool
-Attributes = Mapping[str, AttributeValue | None]
+# Checked at run time by checked_attributes: None values are dropped.
+Attributes = Mapping[str, object]
 
 # Names that suggest a secret or message content; see the module docstring.
 _FORBIDDEN_NAME: Final = re.compile(

@@ -23,9 +23,10 @@ from nats.js.kv import KeyValue
 from schemas import MailBounced, MailDeferred, MailDelivered, MailProcessed
 from services.delivery import outbox, relay
 from services.delivery.dsn import FailedRecipient, build_dsn
-from smimegw import streams
+from smimegw import metrics, streams
 from smimegw.runtime import Attempt, RetryLater, Runtime
 from smimegw.settings import parse_host_port
+from smimegw.telemetry import stage_span
 
 log = logging.getLogger("smimegw.delivery")
 
@@ -132,6 +133,7 @@ class DeliveryHandlers:
             )
         )
         await (await self.kv()).put(event.event_id, state.encode())
+        metrics.record_delivery("bounced", len(pending))
 
     async def _finish_plan(self, event: MailProcessed, original: str) -> None:
         """Count this plan as finished; the last one deletes the received body.
@@ -174,7 +176,17 @@ class DeliveryHandlers:
         pending: list[str],
         message: bytes,
     ) -> None:
-        replies = await self._hand_off(event, pending, message)
+        attributes = {
+            "smimegw.next_hop": self.next_hop,
+            "smimegw.delivery.attempt": attempt.number,
+            "smimegw.delivery.recipients": len(pending),
+        }
+        with stage_span("delivery.attempt", attributes) as span:
+            replies = await self._hand_off(event, pending, message)
+            # The highest reply code is the one that decides what happens next.
+            span.set_attribute(
+                "smimegw.smtp.reply_code", max(r.code for r in replies.values())
+            )
         expired = datetime.now(UTC) - event.time > self.settings.max_age
         by_result: dict[tuple[str, str, str], list[str]] = {}
         temporary: dict[str, relay.Reply] = {}
@@ -201,6 +213,7 @@ class DeliveryHandlers:
         if temporary:
             state.deferrals += 1
         await (await self.kv()).put(event.event_id, state.encode())
+        _count_outcomes(by_result, temporary)
 
         if temporary:
             delay = self._backoff(state.deferrals)
@@ -320,6 +333,19 @@ class DeliveryHandlers:
         initial = self.settings.retry_initial.total_seconds()
         cap = self.settings.retry_max.total_seconds()
         return float(min(initial * 2 ** max(deferrals - 1, 0), cap))
+
+
+def _count_outcomes(
+    by_result: dict[tuple[str, str, str], list[str]],
+    temporary: dict[str, relay.Reply],
+) -> None:
+    for (result, _, _), recipients in by_result.items():
+        kind: metrics.DeliveryResult = (
+            "delivered" if result == "delivered" else "bounced"
+        )
+        metrics.record_delivery(kind, len(recipients))
+    if temporary:
+        metrics.record_delivery("deferred", len(temporary))
 
 
 def _outcome_key(outcome: Outcome) -> str:

@@ -188,11 +188,11 @@ def crypto_span(
 ) -> Iterator[Span]:
     """Span `crypto.<operation>` for one S/MIME operation on a message.
 
-    `operation` is sign, encrypt, decrypt, verify, or relay for a plan passed
-    through unchanged. `algorithm` names the algorithm ("aes256-cbc",
-    "rsa-pss-sha256"). `fingerprint` is the SHA-256 fingerprint of the
-    certificate used, in hex. Add more with `span.set_attributes(
-    checked_attributes({...}))`.
+    `operation` is sign, encrypt, decrypt or verify, or the plan's action
+    (relay, bounce) when the body passes through unchanged. `algorithm` names
+    the algorithm ("aes256-cbc", "rsa-pss-sha256"). `fingerprint` is the
+    SHA-256 fingerprint of the certificate used, in hex. Add more with
+    `span.set_attributes(checked_attributes({...}))`.
     """
     attributes: dict[str, AttributeValue | None] = {
         "smimegw.crypto.operation": operation,

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from schemas import CryptoOperation, Event, MailProcessed, MailRouted
 from smimegw.runtime import Attempt, Runtime
+from smimegw.telemetry import crypto_span
 
 log = logging.getLogger("smimegw.crypto")
 
@@ -36,7 +37,9 @@ class CryptoHandlers:
         if event.action in ("protect", "open"):
             processed = await self._transform(event)
         else:
-            processed = self._unchanged(event)
+            # No S/MIME operation; the span still shows the plan in the trace.
+            with crypto_span(event.action, None, None):
+                processed = self._unchanged(event)
         await self.runtime.publish(processed)
         log.info("processed plan %s: %s", event.plan_id, event.action)
 

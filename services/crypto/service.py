@@ -7,6 +7,7 @@ from schemas.commands import CRYPTO_COMMANDS
 from services.crypto import keyvault
 from services.crypto.config import CryptoConfig
 from services.crypto.handlers import CryptoHandlers
+from services.crypto.incoming import IncomingProcessor
 from services.crypto.keystore import KeyStore
 from smimegw.configbus import CommandServer
 from smimegw.configstate import ConfigFollower
@@ -26,6 +27,7 @@ class CryptoService:
         self.keys = KeyStore(self.runtime.js, kek)
         self.follower = ConfigFollower(self.runtime.js)
         await self.follower.start()
+        self.handlers.open = IncomingProcessor(self.follower, self.keys).open
         config = CryptoConfig(self.runtime, self.follower, self.keys)
         self.commands = CommandServer(
             self.runtime, self.follower, CRYPTO_COMMANDS, config.handlers()

@@ -83,8 +83,54 @@ class BindingDelete(Model):
     binding_id: str
 
 
+class ProfileCreate(Model):
+    command: Literal["profile.create"]
+    name: str
+    action: Literal["encrypt", "sign", "sign-and-encrypt"]
+    algorithm: str = "aes256-cbc"
+    digest: Literal["sha256", "sha384", "sha512"] = "sha256"
+    signature: Literal["detached", "opaque"] = "detached"
+    on_failure: Literal["send-plain", "bounce", "hold"] = "bounce"
+    encrypt_to_self: bool = False
+    hold_timeout: str | None = None
+
+
+class ProfileDelete(Model):
+    command: Literal["profile.delete"]
+    name: str
+
+
+class RuleCreate(Model):
+    command: Literal["rule.create"]
+    profile: str
+    sender: str | None = None
+    recipient: str | None = None
+    client_ip: str | None = None
+    # 1-based; None appends the rule at the end.
+    position: int | None = None
+
+
+class RuleMove(Model):
+    command: Literal["rule.move"]
+    rule_id: str
+    position: int
+
+
+class RuleDelete(Model):
+    command: Literal["rule.delete"]
+    rule_id: str
+
+
 class Query(Model):
-    command: Literal["ca.list", "cert.list", "binding.list", "binding.show", "history"]
+    command: Literal[
+        "ca.list",
+        "cert.list",
+        "binding.list",
+        "binding.show",
+        "history",
+        "profile.list",
+        "rule.list",
+    ]
     entry_id: str | None = None
 
 
@@ -95,6 +141,11 @@ AnyCommand = Annotated[
     | CertDelete
     | BindingCreate
     | BindingDelete
+    | ProfileCreate
+    | ProfileDelete
+    | RuleCreate
+    | RuleMove
+    | RuleDelete
     | Query,
     Field(discriminator="command"),
 ]

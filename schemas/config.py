@@ -96,6 +96,54 @@ class CertificateImportFailed(Event):
     algorithm: str | None = None
 
 
+class ProfileCreated(Event):
+    """An encryption profile: what to do to outgoing mail that a rule selects."""
+
+    TYPE: ClassVar[str] = "config.profile.created"
+    type: Literal["config.profile.created"]
+    name: str
+    action: Literal["encrypt", "sign", "sign-and-encrypt"]
+    algorithm: str
+    digest: Literal["sha256", "sha384", "sha512"]
+    signature: Literal["detached", "opaque"]
+    on_failure: Literal["send-plain", "bounce", "hold"]
+    encrypt_to_self: bool
+    # Seconds a held copy waits for a certificate before it bounces.
+    hold_timeout: float
+
+
+class ProfileDeleted(Event):
+    TYPE: ClassVar[str] = "config.profile.deleted"
+    type: Literal["config.profile.deleted"]
+    name: str
+
+
+class RuleCreated(Event):
+    """A delivery rule; rules are checked in `position` order, first match wins."""
+
+    TYPE: ClassVar[str] = "config.rule.created"
+    type: Literal["config.rule.created"]
+    rule_id: str
+    position: int
+    profile: str
+    sender: str | None
+    recipient: str | None
+    client_ip: str | None
+
+
+class RuleMoved(Event):
+    TYPE: ClassVar[str] = "config.rule.moved"
+    type: Literal["config.rule.moved"]
+    rule_id: str
+    position: int
+
+
+class RuleDeleted(Event):
+    TYPE: ClassVar[str] = "config.rule.deleted"
+    type: Literal["config.rule.deleted"]
+    rule_id: str
+
+
 CONFIG_EVENTS: tuple[type[Event], ...] = (
     CaImported,
     CaDeleted,
@@ -105,6 +153,11 @@ CONFIG_EVENTS: tuple[type[Event], ...] = (
     BindingDeleted,
     ConfigWarning,
     CertificateImportFailed,
+    ProfileCreated,
+    ProfileDeleted,
+    RuleCreated,
+    RuleMoved,
+    RuleDeleted,
 )
 
 AnyConfigEvent = Annotated[
@@ -115,7 +168,12 @@ AnyConfigEvent = Annotated[
     | BindingCreated
     | BindingDeleted
     | ConfigWarning
-    | CertificateImportFailed,
+    | CertificateImportFailed
+    | ProfileCreated
+    | ProfileDeleted
+    | RuleCreated
+    | RuleMoved
+    | RuleDeleted,
     Field(discriminator="type"),
 ]
 

@@ -82,6 +82,10 @@ class BodyStore:
             )
         return data
 
+    async def head(self, ref: BodyRef) -> bytes:
+        """The first chunk: enough for the header fields of any sane message."""
+        return await self._get_chunk(ref.key, 0)
+
     async def _get_chunk(self, key: str, index: int) -> bytes:
         try:
             msg = await self._js.get_msg(

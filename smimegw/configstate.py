@@ -32,6 +32,11 @@ from schemas.config import (
     ConfigWarning,
     LocalCertDeleted,
     LocalCertImported,
+    ProfileCreated,
+    ProfileDeleted,
+    RuleCreated,
+    RuleDeleted,
+    RuleMoved,
     config_event_adapter,
 )
 from smimegw import streams
@@ -118,6 +123,9 @@ class ConfigState:
     cas: dict[str, CaEntry] = field(default_factory=dict)
     local_certs: dict[str, LocalCertEntry] = field(default_factory=dict)
     bindings: dict[str, BindingEntry] = field(default_factory=dict)
+    profiles: dict[str, ProfileCreated] = field(default_factory=dict)
+    # Delivery rules in the order they are checked.
+    rules: list[RuleCreated] = field(default_factory=list)
     last_sequence: int = 0
 
     def apply(self, event: AnyConfigEvent, sequence: int) -> None:
@@ -162,12 +170,33 @@ class ConfigState:
             )
         elif isinstance(event, BindingDeleted):
             self.bindings.pop(event.binding_id, None)
+        elif isinstance(event, ProfileCreated):
+            self.profiles[event.name] = event
+        elif isinstance(event, ProfileDeleted):
+            self.profiles.pop(event.name, None)
+        elif isinstance(event, RuleCreated):
+            index = min(max(event.position - 1, 0), len(self.rules))
+            self.rules.insert(index, event)
+        elif isinstance(event, RuleMoved):
+            rule = self.find_rule(event.rule_id)
+            if rule is not None:
+                self.rules.remove(rule)
+                index = min(max(event.position - 1, 0), len(self.rules))
+                self.rules.insert(index, rule)
+        elif isinstance(event, RuleDeleted):
+            self.rules = [r for r in self.rules if r.rule_id != event.rule_id]
         elif isinstance(event, ConfigWarning) and event.entry_kind == "binding":
             entry = self.bindings.get(event.entry_id)
             if entry is not None:
                 entry.warnings.append(event.message)
 
     # Questions the services ask.
+
+    def find_rule(self, rule_id: str) -> RuleCreated | None:
+        return next((r for r in self.rules if r.rule_id == rule_id), None)
+
+    def profile_users(self, name: str) -> list[str]:
+        return [f"rule {r.rule_id}" for r in self.rules if r.profile == name]
 
     def ca_certificates(self) -> list[x509.Certificate]:
         return [entry.certificate for entry in self.cas.values()]

@@ -185,6 +185,20 @@ class AuditSettings(_Section):
     database_url: SecretStr = SecretStr("")
 
 
+class PolicySettings(_Section):
+    # How long a held copy waits for a recipient certificate before it bounces,
+    # unless its profile sets another time.
+    hold_timeout: str = "3d"
+    # How often held copies are checked for a new certificate or a timeout.
+    hold_check_interval: Duration = timedelta(seconds=10)
+
+    @field_validator("hold_timeout")
+    @classmethod
+    def _check_hold(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+
 class KeySettings(_Section):
     # The key-encryption key that seals private keys at rest: 32 random bytes,
     # mode 0600. Empty: <data_dir>/kek, which `smimegw run` creates on first start.
@@ -207,6 +221,7 @@ class Settings(BaseSettings):
     nats: NatsSettings = NatsSettings()
     bus: BusSettings = BusSettings()
     keys: KeySettings = KeySettings()
+    policy: PolicySettings = PolicySettings()
     health: HealthSettings = HealthSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
     audit: AuditSettings = AuditSettings()

@@ -37,6 +37,8 @@ PARKED: Final = "PARKED"
 DELIVERY_BUCKET: Final = "delivery_state"
 # Private keys sealed under the KEK; only the crypto service reads it.
 KEYS_BUCKET: Final = "keys"
+# Copies that wait for a recipient certificate (profiles with on_failure hold).
+HELD_BUCKET: Final = "held"
 
 # JetStream drops a publish whose Nats-Msg-Id it has seen within this window.
 DUPLICATE_WINDOW_SECONDS: Final = 120.0
@@ -75,7 +77,7 @@ async def provision(js: JetStreamContext, settings: Settings) -> None:
             if err.err_code != 10058:
                 raise
             await js.update_stream(config)
-    for bucket in (DELIVERY_BUCKET, KEYS_BUCKET):
+    for bucket in (DELIVERY_BUCKET, KEYS_BUCKET, HELD_BUCKET):
         try:
             await js.key_value(bucket)
         except NotFoundError:

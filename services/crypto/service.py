@@ -9,6 +9,7 @@ from services.crypto.config import CryptoConfig
 from services.crypto.handlers import CryptoHandlers
 from services.crypto.incoming import IncomingProcessor
 from services.crypto.keystore import KeyStore
+from services.crypto.outgoing import OutgoingProcessor
 from smimegw.configbus import CommandServer
 from smimegw.configstate import ConfigFollower
 from smimegw.runtime import Runtime
@@ -27,6 +28,7 @@ class CryptoService:
         self.keys = KeyStore(self.runtime.js, kek)
         self.follower = ConfigFollower(self.runtime.js)
         await self.follower.start()
+        self.handlers.protect = OutgoingProcessor(self.follower, self.keys).protect
         self.handlers.open = IncomingProcessor(self.follower, self.keys).open
         config = CryptoConfig(self.runtime, self.follower, self.keys)
         self.commands = CommandServer(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,7 +20,12 @@ from schemas.commands import (
     CaImport,
     CertDelete,
     CommandReply,
+    ProfileCreate,
+    ProfileDelete,
     Query,
+    RuleCreate,
+    RuleDelete,
+    RuleMove,
     Upload,
 )
 from schemas.config import (
@@ -29,7 +35,14 @@ from schemas.config import (
     CaImported,
     CertificateImportFailed,
     LocalCertDeleted,
+    ProfileCreated,
+    ProfileDeleted,
+    RuleCreated,
+    RuleDeleted,
+    RuleMoved,
 )
+from services.crypto.cms.envelope import CONTENT_ALGORITHMS
+from services.policy import rules
 from smimegw import streams
 from smimegw import x509 as certs
 from smimegw.configbus import (
@@ -49,10 +62,16 @@ from smimegw.configstate import (
     pem_of,
 )
 from smimegw.runtime import Runtime
+from smimegw.settings import parse_duration
 
 log = logging.getLogger("smimegw.policy")
 
 _HISTORY_LIMIT = 10_000
+_NAME_CHARS = frozenset(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_."
+)
+# Content encryption that profiles may choose but every event reports as weak.
+WEAK_ALGORITHMS = frozenset({"3des-cbc"})
 
 
 def split_bundle(
@@ -93,6 +112,13 @@ class PolicyConfig:
             "binding.list": self.query,
             "binding.show": self.query,
             "history": self.query,
+            "profile.create": self.profile_create,
+            "profile.delete": self.profile_delete,
+            "rule.create": self.rule_create,
+            "rule.move": self.rule_move,
+            "rule.delete": self.rule_delete,
+            "profile.list": self.query,
+            "rule.list": self.query,
         }
 
     async def _failed(
@@ -260,6 +286,128 @@ class PolicyConfig:
         await publish_config(self.runtime, [event], self.state.last_sequence)
         return CommandReply(ok=True, result={"deleted": command.name})
 
+    async def profile_create(self, command: ProfileCreate) -> CommandReply:
+        if not command.name or not set(command.name) <= _NAME_CHARS:
+            raise CommandRejected(
+                "invalid-name",
+                f"profile name {command.name!r} is invalid: use letters, digits, "
+                "'-', '_' and '.'",
+            )
+        if command.name in self.state.profiles:
+            raise CommandRejected(
+                "exists", f"profile {command.name!r} exists; delete it first"
+            )
+        if command.algorithm not in CONTENT_ALGORITHMS:
+            raise CommandRejected(
+                "invalid-algorithm",
+                f"content encryption {command.algorithm!r} is not supported; choose "
+                f"one of {', '.join(CONTENT_ALGORITHMS)}",
+            )
+        try:
+            hold_timeout = parse_duration(
+                command.hold_timeout or self.runtime.settings.policy.hold_timeout
+            )
+        except ValueError as err:
+            raise CommandRejected("invalid-duration", str(err)) from err
+        event = ProfileCreated.create(
+            name=command.name,
+            action=command.action,
+            algorithm=command.algorithm,
+            digest=command.digest,
+            signature=command.signature,
+            on_failure=command.on_failure,
+            encrypt_to_self=command.encrypt_to_self,
+            hold_timeout=hold_timeout.total_seconds(),
+        )
+        await publish_config(self.runtime, [event], self.state.last_sequence)
+        warnings: tuple[str, ...] = ()
+        if command.algorithm in WEAK_ALGORITHMS:
+            warnings = (f"{command.algorithm} is weak; prefer aes256-cbc",)
+        return CommandReply(ok=True, result={"name": command.name}, warnings=warnings)
+
+    async def profile_delete(self, command: ProfileDelete) -> CommandReply:
+        if command.name not in self.state.profiles:
+            raise CommandRejected(
+                "not-found",
+                f"no profile named {command.name!r}; `smimegw profile list` shows them",
+            )
+        users = self.state.profile_users(command.name)
+        if users:
+            raise CommandRejected(
+                "in-use",
+                f"profile {command.name!r} is used by {', '.join(users)}; "
+                "delete or change those rules first",
+            )
+        event = ProfileDeleted.create(name=command.name)
+        await publish_config(self.runtime, [event], self.state.last_sequence)
+        return CommandReply(ok=True, result={"deleted": command.name})
+
+    async def rule_create(self, command: RuleCreate) -> CommandReply:
+        if command.profile not in self.state.profiles:
+            raise CommandRejected(
+                "not-found",
+                f"no profile named {command.profile!r}; create it with "
+                "`smimegw profile create` first",
+            )
+        try:
+            sender = (
+                rules.check_address_pattern(command.sender) if command.sender else None
+            )
+            recipient = (
+                rules.check_address_pattern(command.recipient)
+                if command.recipient
+                else None
+            )
+            client = (
+                rules.check_client_pattern(command.client_ip)
+                if command.client_ip
+                else None
+            )
+        except rules.RulePatternError as err:
+            raise CommandRejected("invalid-pattern", str(err)) from err
+        position = command.position or len(self.state.rules) + 1
+        if position < 1:
+            raise CommandRejected(
+                "invalid-position",
+                f"position {position} is invalid: rules count from 1",
+            )
+        rule_id = "r" + uuid.uuid4().hex[:8]
+        event = RuleCreated.create(
+            rule_id=rule_id,
+            position=position,
+            profile=command.profile,
+            sender=sender,
+            recipient=recipient,
+            client_ip=client,
+        )
+        await publish_config(self.runtime, [event], self.state.last_sequence)
+        return CommandReply(ok=True, result={"id": rule_id, "position": position})
+
+    def _rule(self, rule_id: str) -> RuleCreated:
+        rule = self.state.find_rule(rule_id)
+        if rule is None:
+            raise CommandRejected(
+                "not-found", f"no rule {rule_id!r}; `smimegw rule list` shows the ids"
+            )
+        return rule
+
+    async def rule_move(self, command: RuleMove) -> CommandReply:
+        self._rule(command.rule_id)
+        if command.position < 1:
+            raise CommandRejected(
+                "invalid-position",
+                f"position {command.position} is invalid: rules count from 1",
+            )
+        event = RuleMoved.create(rule_id=command.rule_id, position=command.position)
+        await publish_config(self.runtime, [event], self.state.last_sequence)
+        return CommandReply(ok=True, result={"id": command.rule_id})
+
+    async def rule_delete(self, command: RuleDelete) -> CommandReply:
+        self._rule(command.rule_id)
+        event = RuleDeleted.create(rule_id=command.rule_id)
+        await publish_config(self.runtime, [event], self.state.last_sequence)
+        return CommandReply(ok=True, result={"deleted": command.rule_id})
+
     async def query(self, command: Query) -> CommandReply:
         now = datetime.now(UTC)
         state = self.state
@@ -270,6 +418,38 @@ class PolicyConfig:
             result = [state.local_cert_view(e, now) for e in state.local_certs.values()]
         elif command.command == "binding.list":
             result = [state.binding_view(e, now) for e in state.bindings.values()]
+        elif command.command == "profile.list":
+            result = [
+                {
+                    **profile.model_dump(
+                        include={
+                            "name",
+                            "action",
+                            "algorithm",
+                            "digest",
+                            "signature",
+                            "on_failure",
+                            "encrypt_to_self",
+                            "hold_timeout",
+                        }
+                    ),
+                    "weak": profile.algorithm in WEAK_ALGORITHMS,
+                    "in_use": bool(state.profile_users(profile.name)),
+                }
+                for profile in state.profiles.values()
+            ]
+        elif command.command == "rule.list":
+            result = [
+                {
+                    "position": index,
+                    "id": rule.rule_id,
+                    "profile": rule.profile,
+                    "sender": rule.sender,
+                    "recipient": rule.recipient,
+                    "client_ip": rule.client_ip,
+                }
+                for index, rule in enumerate(state.rules, start=1)
+            ]
         elif command.command == "binding.show":
             entry = state.bindings.get(command.entry_id or "")
             if entry is None:

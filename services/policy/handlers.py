@@ -1,42 +1,120 @@
-"""Routing decisions."""
+"""Routing decisions: a plan per recipient group for each received message."""
 
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime, timedelta
 
-from schemas import MailReceived, MailRouted
+from schemas import MailHeld, MailReceived, MailRouted, MailUnprotected
+from services.policy.hold import HeldCopy, HoldQueue
+from services.policy.planning import Group, Headers, Planner, profile_spec
+from smimegw.configstate import ConfigFollower
 from smimegw.runtime import Attempt, Runtime
 
 log = logging.getLogger("smimegw.policy")
 
 
-def plan(event: MailReceived) -> list[MailRouted]:
-    """Split the recipients into groups with the same treatment.
-
-    No delivery rules exist yet, so every message is one group relayed as is.
-    """
-    return [
-        MailRouted.create(
-            cause=event,
-            key="0",
-            plan_id=f"{event.queue_id}-0",
-            group=0,
-            groups=1,
-            sender=event.sender,
-            recipients=event.recipients,
-            action="relay",
-            reason="no delivery rule matched",
-            body=event.body,
-        )
-    ]
-
-
 class PolicyHandlers:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
+        self.internal_domains = frozenset(runtime.settings.internal_domains)
+        self.holds = HoldQueue(runtime)
+        # Set by the service once the configuration is loaded.
+        self.follower: ConfigFollower | None = None
+
+    def planner(self) -> Planner:
+        if self.follower is None:
+            raise RuntimeError("policy service is not started: no configuration yet")
+        return Planner(self.follower.state, self.internal_domains)
 
     async def on_received(self, event: MailReceived, attempt: Attempt) -> None:
-        plans = plan(event)
-        for routed in plans:
+        headers = Headers.parse(await self.runtime.bodies.head(event.body))
+        groups = self.planner().plan(event, headers, datetime.now(UTC))
+        for index, group in enumerate(groups):
+            plan_id = f"{event.queue_id}-{index}"
+            if group.held:
+                await self._hold(event, group, plan_id, index, len(groups))
+                continue
+            if group.unprotected is not None:
+                await self.runtime.publish(
+                    MailUnprotected.create(
+                        cause=event,
+                        key=plan_id,
+                        recipients=tuple(group.recipients),
+                        profile=group.profile.name if group.profile else "",
+                        reason=group.unprotected,
+                    )
+                )
+            routed = routed_event(event, group, plan_id, index, len(groups))
             await self.runtime.publish(routed)
-        log.info("routed into %d plan(s): %s", len(plans), plans[0].reason)
+        log.info(
+            "routed into %d plan(s): %s",
+            len(groups),
+            ", ".join(g.action for g in groups),
+        )
+
+    async def _hold(
+        self, event: MailReceived, group: Group, plan_id: str, index: int, count: int
+    ) -> None:
+        assert group.profile is not None
+        timeout = timedelta(seconds=group.profile.hold_timeout)
+        release_by = event.time + timeout
+        await self.holds.hold(
+            HeldCopy(
+                plan_id=plan_id,
+                group=index,
+                groups=count,
+                recipient=group.recipients[0],
+                profile=group.profile.name,
+                reason=group.reason,
+                release_by=release_by.isoformat(),
+                received=event.model_dump_json(),
+            )
+        )
+        await self.runtime.publish(
+            MailHeld.create(
+                cause=event,
+                key=plan_id,
+                plan_id=plan_id,
+                recipients=tuple(group.recipients),
+                reason=group.reason,
+                release_by=release_by,
+            )
+        )
+
+    async def replan(self, narrowed: MailReceived, copy: HeldCopy) -> MailRouted | None:
+        """The plan for a held copy if its certificate is there now, else None."""
+        head = await self.runtime.bodies.head(narrowed.body)
+        groups = self.planner().plan(narrowed, Headers.parse(head), datetime.now(UTC))
+        if len(groups) != 1 or groups[0].action != "protect":
+            return None
+        return routed_event(
+            narrowed, groups[0], copy.plan_id, copy.group, copy.groups, key="release"
+        )
+
+
+def routed_event(
+    event: MailReceived,
+    group: Group,
+    plan_id: str,
+    index: int,
+    count: int,
+    key: str = "",
+) -> MailRouted:
+    return MailRouted.create(
+        cause=event,
+        key=f"{plan_id}/{key}" if key else str(index),
+        plan_id=plan_id,
+        group=index,
+        groups=count,
+        sender=event.sender,
+        recipients=tuple(group.recipients),
+        action=group.action,
+        reason=group.reason,
+        body=event.body,
+        rule_id=group.rule.rule_id if group.rule else None,
+        profile=profile_spec(group.profile) if group.profile else None,
+        signer_binding=group.signer.binding_id if group.signer else None,
+        encrypt_to=tuple(group.encrypt_to),
+        status=group.status,
+    )

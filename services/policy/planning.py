@@ -1,0 +1,229 @@
+"""Splitting a received message into plans: one per group of recipients that get
+the same treatment.
+
+For each recipient, the first delivery rule that matches (sender, recipient,
+client IP) names an encryption profile. Without one, recipients in
+`internal_domains` get the incoming treatment (`open`: decrypt and verify) and
+the others are relayed unchanged.
+
+Signing uses the internal binding of the From header address, and only when the
+envelope sender is that same address (ignoring case): recipients check the
+signer against From, and a trusted client must not get mail signed in another
+user's name by writing that user's From. Otherwise the sender has no signing key
+and the profile's failure action applies.
+
+Recipients with certificates share one protected message with one RecipientInfo
+each, except Bcc recipients (in the envelope but in no To or Cc field): each gets
+a copy of its own, so no Bcc address is revealed to the others.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from email.parser import BytesHeaderParser
+from email.policy import compat32
+from email.utils import getaddresses, parseaddr
+
+from schemas import MailReceived, ProfileSpec, RecipientCertificate
+from schemas.config import ProfileCreated, RuleCreated
+from services.policy.rules import first_match
+from smimegw.configstate import BindingEntry, ConfigState
+from smimegw.x509 import address_key
+
+# Status for recipients bounced by policy: RFC 3463 "delivery not authorized".
+NO_CERTIFICATE_STATUS = "5.7.1"
+
+
+@dataclass(frozen=True)
+class Headers:
+    """The header fields that planning reads: From, and the visible recipients."""
+
+    from_address: str | None
+    visible: frozenset[str]
+
+    @classmethod
+    def parse(cls, head: bytes) -> Headers:
+        end = head.find(b"\r\n\r\n")
+        if end < 0:
+            end = head.find(b"\n\n")
+        block = head if end < 0 else head[: end + 2]
+        message = BytesHeaderParser(policy=compat32).parsebytes(block)
+        _, from_address = parseaddr(str(message.get("From", "")))
+        visible = [
+            str(value)
+            for name in ("To", "Cc", "Resent-To", "Resent-Cc")
+            for value in message.get_all(name, [])
+        ]
+        addresses = {address_key(a) for _, a in getaddresses(visible) if "@" in a}
+        return cls(from_address or None, frozenset(addresses))
+
+
+@dataclass
+class Group:
+    """Recipients that one plan covers."""
+
+    action: str
+    reason: str
+    recipients: list[str] = field(default_factory=list)
+    rule: RuleCreated | None = None
+    profile: ProfileCreated | None = None
+    signer: BindingEntry | None = None
+    encrypt_to: list[RecipientCertificate] = field(default_factory=list)
+    status: str | None = None
+    # Set for a send-plain group: why it leaves unprotected.
+    unprotected: str | None = None
+    held: bool = False
+
+
+def profile_spec(profile: ProfileCreated) -> ProfileSpec:
+    return ProfileSpec(
+        name=profile.name,
+        action=profile.action,
+        algorithm=profile.algorithm,
+        digest=profile.digest,
+        signature=profile.signature,
+        on_failure=profile.on_failure,
+        encrypt_to_self=profile.encrypt_to_self,
+    )
+
+
+def recipient_certificate(address: str, binding: BindingEntry) -> RecipientCertificate:
+    return RecipientCertificate(
+        address=address,
+        binding_id=binding.binding_id,
+        fingerprint=binding.facts.sha256_fingerprint,
+    )
+
+
+class Planner:
+    def __init__(self, state: ConfigState, internal_domains: frozenset[str]) -> None:
+        self.state = state
+        self.internal_domains = internal_domains
+
+    def signer_for(
+        self, event: MailReceived, headers: Headers, now: datetime
+    ) -> tuple[BindingEntry | None, str]:
+        """The sender's signing binding, or None with the reason."""
+        if headers.from_address is None:
+            return None, "the message has no From address to sign for"
+        if address_key(headers.from_address) != address_key(event.sender or ""):
+            return None, (
+                f"the envelope sender <{event.sender}> differs from the From address "
+                f"<{headers.from_address}>, so the gateway does not sign for it"
+            )
+        binding = self.state.select(headers.from_address, "internal", "signing", now)
+        if binding is None:
+            return None, f"no usable signing certificate for {headers.from_address}"
+        return binding, ""
+
+    def plan(self, event: MailReceived, headers: Headers, now: datetime) -> list[Group]:
+        """Groups in a fixed order, so a redelivered message gets the same plan ids."""
+        groups: dict[tuple[str, ...], Group] = {}
+        signer, signer_problem = self.signer_for(event, headers, now)
+        for recipient in event.recipients:
+            rule = first_match(
+                self.state.rules, event.sender, recipient, event.client.address
+            )
+            profile = self.state.profiles.get(rule.profile) if rule else None
+            if rule is None or profile is None:
+                domain = address_key(recipient).rpartition("@")[2]
+                if domain in self.internal_domains:
+                    key: tuple[str, ...] = ("open",)
+                    new = Group("open", "internal recipient: incoming S/MIME")
+                else:
+                    key = ("relay",)
+                    new = Group("relay", "no delivery rule matched")
+                groups.setdefault(key, new).recipients.append(recipient)
+                continue
+            self._place(
+                groups, recipient, rule, profile, signer, signer_problem, headers, now
+            )
+        ordered = [groups[key] for key in sorted(groups)]
+        for group in ordered:
+            self._add_self(group, event.sender, now)
+        return ordered
+
+    def _place(
+        self,
+        groups: dict[tuple[str, ...], Group],
+        recipient: str,
+        rule: RuleCreated,
+        profile: ProfileCreated,
+        signer: BindingEntry | None,
+        signer_problem: str,
+        headers: Headers,
+        now: datetime,
+    ) -> None:
+        problem = signer_problem if "sign" in profile.action and signer is None else ""
+        certificate = None
+        if "encrypt" in profile.action:
+            certificate = self.state.select(recipient, "external", "encryption", now)
+            if certificate is None and not problem:
+                problem = f"no usable encryption certificate for {recipient}"
+        if problem:
+            self._fail(groups, recipient, rule, profile, problem)
+            return
+
+        bcc = address_key(recipient) not in headers.visible
+        key = ("protect", rule.rule_id, *((recipient,) if bcc else ()))
+        group = groups.setdefault(
+            key,
+            Group(
+                "protect",
+                f"rule {rule.rule_id} selected profile {profile.name}",
+                rule=rule,
+                profile=profile,
+                signer=signer if "sign" in profile.action else None,
+            ),
+        )
+        group.recipients.append(recipient)
+        if certificate is not None:
+            group.encrypt_to.append(recipient_certificate(recipient, certificate))
+
+    def _fail(
+        self,
+        groups: dict[tuple[str, ...], Group],
+        recipient: str,
+        rule: RuleCreated,
+        profile: ProfileCreated,
+        problem: str,
+    ) -> None:
+        """Apply the profile's failure action to an unprotectable recipient."""
+        if profile.on_failure == "send-plain":
+            group = groups.setdefault(
+                ("plain", profile.name),
+                Group(
+                    "relay", f"sent unprotected: {problem}", rule=rule, profile=profile
+                ),
+            )
+            group.unprotected = problem
+        elif profile.on_failure == "bounce":
+            group = groups.setdefault(
+                ("bounce", profile.name, problem),
+                Group(
+                    "bounce",
+                    f"{problem} (profile {profile.name})",
+                    rule=rule,
+                    profile=profile,
+                    status=NO_CERTIFICATE_STATUS,
+                ),
+            )
+        else:
+            # Each held recipient waits alone: certificates arrive one by one.
+            group = groups.setdefault(
+                ("hold", recipient),
+                Group("hold", problem, rule=rule, profile=profile, held=True),
+            )
+        group.recipients.append(recipient)
+
+    def _add_self(self, group: Group, sender: str, now: datetime) -> None:
+        """Encrypt to the sender's own certificate too, so the sender can read it."""
+        profile = group.profile
+        if group.action != "protect" or profile is None or not profile.encrypt_to_self:
+            return
+        if "encrypt" not in profile.action or not sender:
+            return
+        binding = self.state.select(sender, "internal", "encryption", now)
+        if binding is not None:
+            group.encrypt_to.append(recipient_certificate(sender, binding))

@@ -107,7 +107,7 @@ def smtp_safe(message: bytes) -> bytes:
 
 
 @settings(
-    max_examples=15,
+    max_examples=30,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )

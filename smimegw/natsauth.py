@@ -35,7 +35,12 @@ CLI_USER = "cli"
 AUDIT_QUERY = "smimegw.audit.query"
 
 _SHARED_STREAMS = (streams.MAIL, streams.CONFIG, streams.BODIES, streams.PARKED)
-_KV_STREAMS = (f"KV_{streams.DELIVERY_BUCKET}", f"KV_{streams.KEYS_BUCKET}")
+# The policy service's bucket of messages held for a recipient certificate.
+HELD_BUCKET = "held"
+_KV_STREAMS = tuple(
+    f"KV_{bucket}"
+    for bucket in (streams.DELIVERY_BUCKET, streams.KEYS_BUCKET, HELD_BUCKET)
+)
 
 # Mail events each service publishes, besides mail.parked, which any may.
 _MAIL_EVENTS: Mapping[str, tuple[str, ...]] = {
@@ -54,6 +59,11 @@ class NatsAuthError(ValueError):
 
 def inbox_prefix(user: str) -> str:
     return f"_INBOX_{user}"
+
+
+def inbox_of(settings: Settings) -> str:
+    """The inbox prefix of this process: its user's own, or NATS's default."""
+    return inbox_prefix(settings.nats.user) if settings.nats.user else "_INBOX"
 
 
 def _stream_api(action: str, names: tuple[str, ...]) -> list[str]:
@@ -88,7 +98,13 @@ def _common(user: str) -> list[str]:
     return [
         "$JS.API.INFO",
         "$JS.API.STREAM.NAMES",
-        *_stream_api("CREATE", _SHARED_STREAMS),
+        # Every service provisions streams and buckets at start, whichever
+        # starts first; creating the keys bucket grants no access to its data.
+        *_stream_api("CREATE", _SHARED_STREAMS + _KV_STREAMS),
+        # NOTE: a user that may create or update a stream could make it capture
+        # subjects it may not read, such as smimegw.cmd.crypto with passwords.
+        # Creation is limited to the gateway's own names, which exist after the
+        # first start; update stays allowed so that a changed setting applies.
         *_stream_api("UPDATE", _SHARED_STREAMS),
         *_stream_api("INFO", _SHARED_STREAMS + _KV_STREAMS),
         "mail.parked",
@@ -100,7 +116,12 @@ def _kv(bucket: str) -> list[str]:
     stream = f"KV_{bucket}"
     return [
         f"$KV.{bucket}.>",
-        f"$JS.API.STREAM.CREATE.{stream}",
+        # Listing keys and watching use an ordered consumer on the bucket.
+        f"$JS.API.CONSUMER.CREATE.{stream}",
+        f"$JS.API.CONSUMER.CREATE.{stream}.>",
+        f"$JS.API.CONSUMER.DELETE.{stream}.>",
+        f"$JS.API.CONSUMER.INFO.{stream}.>",
+        f"$JS.FC.{stream}.>",
         f"$JS.API.STREAM.MSG.GET.{stream}",
         f"$JS.API.DIRECT.GET.{stream}",
         f"$JS.API.DIRECT.GET.{stream}.>",
@@ -121,6 +142,7 @@ def _publish_allow(user: str) -> list[str]:
         allow += ["body.>"]
     elif user == "policy":
         allow += ["config.>", *_config_follower(), *_consumer_api("MAIL", user)]
+        allow += _kv(HELD_BUCKET) + _body_reader()
     elif user == "crypto":
         allow += ["config.>", *_config_follower(), *_consumer_api("MAIL", user)]
         allow += ["body.>", *_body_reader(), *_kv(streams.KEYS_BUCKET)]

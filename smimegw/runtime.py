@@ -94,9 +94,7 @@ class Runtime:
             # the other members from the server it reaches.
             [url.strip() for url in nats_url.split(",") if url.strip()],
             security=natsauth.broker_security(settings),
-            inbox_prefix=natsauth.inbox_prefix(settings.nats.user)
-            if settings.nats.user
-            else "_INBOX",
+            inbox_prefix=natsauth.inbox_of(settings),
             max_reconnect_attempts=-1,
             reconnect_time_wait=1,
             connect_timeout=max(1, int(settings.nats.connect_timeout.total_seconds())),
@@ -221,6 +219,8 @@ class Runtime:
             pull_sub=PullSub(batch_size=concurrency, timeout=1.0),
             max_workers=concurrency,
             ack_policy=AckPolicy.MANUAL,
+            # Pull requests' replies under this user's own inbox prefix.
+            inbox_prefix=f"{natsauth.inbox_of(self.settings)}.".encode(),
             title=f"{self.service}:{subject}",
             description=f"{event_type.__doc__ or ''} Consumed by {self.service}.",
         )

@@ -12,7 +12,7 @@ from pathlib import Path
 from types import FrameType
 
 from services.crypto import keyvault
-from smimegw import embedded
+from smimegw import embedded, natsauth
 from smimegw.service import SERVICE_NAMES, nats_url
 from smimegw.settings import Settings, parse_host_port
 
@@ -31,12 +31,18 @@ class Supervisor:
         self.nats: subprocess.Popen[bytes] | None = None
         self.children: dict[str, subprocess.Popen[bytes]] = {}
         self.stopping = False
+        # Per-service NATS passwords of the embedded server, new on every start.
+        self.passwords: dict[str, str] = {}
 
     def _spawn(self, name: str) -> subprocess.Popen[bytes]:
         command = [sys.executable, "-m", "smimegw", "serve", name]
         if self.config is not None:
             command += ["--config", str(self.config)]
         env = dict(os.environ, SMIMEGW_NATS__URL=nats_url(self.settings))
+        if self.passwords:
+            # The environment of a process is readable only by its user and root.
+            env["SMIMEGW_NATS__USER"] = name
+            env["SMIMEGW_NATS__PASSWORD"] = self.passwords[name]
         return subprocess.Popen(command, env=env)
 
     def start(self) -> None:
@@ -48,7 +54,14 @@ class Supervisor:
             print(f"created the key-encryption key {kek} (mode 0600)", flush=True)
         if not settings.nats.url:
             store = settings.data_dir / "nats"
-            self.nats = embedded.start_server(store, settings.nats.embedded_port)
+            self.passwords = natsauth.new_passwords()
+            auth = store / "auth.json"
+            natsauth.write_server_config(
+                auth, natsauth.server_config(self.passwords, settings)
+            )
+            self.nats = embedded.start_server(
+                store, settings.nats.embedded_port, extra_args=("-c", str(auth))
+            )
             print(
                 f"nats-server with JetStream on {nats_url(settings)} (store {store})",
                 flush=True,

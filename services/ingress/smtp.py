@@ -3,9 +3,9 @@
 - DATA lines may be as long as the maximum message size: aiosmtpd's default limit
   of 1,001 octets rejects mail with long lines, and a message with bare LF line
   ends arrives as one "line" up to the final CRLF.
-- An address argument that ends right after "<" ("MAIL FROM:<") is a syntax
-  error: Python 3.11's email parser raises IndexError on it, which aiosmtpd
-  would turn into a 421 and a dropped connection.
+- An address that Python 3.11's email parser fails on is a syntax error:
+  "MAIL FROM:<" raises IndexError and "RCPT TO:<x@[a>" AttributeError, which
+  aiosmtpd would turn into a 421 and a dropped connection.
 - AUTH is neither advertised nor accepted unless an authenticator is configured:
   aiosmtpd 1.4.6 advertises AUTH after STARTTLS even without one.
 """
@@ -39,7 +39,7 @@ class GatewaySMTP(SMTP):
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         try:
             return super()._getaddr(arg)
-        except IndexError:
+        except (IndexError, AttributeError, ValueError):
             return None, None
 
     async def smtp_AUTH(self, arg: str) -> None:

@@ -12,8 +12,8 @@ import aiosmtplib
 import pytest
 
 from smimegw.service import SERVICE_NAMES
-from tests.conftest import gateway_settings
 from tests.config.conftest import RFC4134, THUNDERBIRD, Admin
+from tests.conftest import gateway_settings
 from tests.harness import (
     Gateway,
     NatsServer,

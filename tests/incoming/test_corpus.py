@@ -36,7 +36,7 @@ def thunderbird_cases() -> list[Case]:
 
 
 def leaf_payloads(message: bytes) -> list[bytes]:
-    """Decoded bodies of every leaf part; opaque SignedData stays DER, content inside."""
+    """Decoded bodies of every leaf part; opaque SignedData stays DER."""
     parsed = email.message_from_bytes(message, policy=email.policy.compat32)
     payloads = []
     for part in parsed.walk():

@@ -1,0 +1,435 @@
+"""Messages made by `openssl cms` and `openssl smime`, opened end to end over SMTP.
+
+A private CA, imported into the gateway, issues the signers; a second CA, never
+imported, issues a stranger. Bob's Thunderbird key is the internal binding that
+decrypts.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import pkcs12
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from tests.incoming.conftest import THUNDERBIRD, Delivered, Incoming, wire_form
+
+ENTITY = b"Content-Type: text/plain; charset=us-ascii\r\n\r\nHello Bob, a test.\r\n"
+TEXT = b"Hello Bob, a test."
+HEADERS = ["-from", "carol@example.net", "-to", "bob@example.com", "-subject", "test"]
+
+
+@dataclass(frozen=True)
+class Identity:
+    certificate: Path
+    key: Path
+
+
+@dataclass(frozen=True)
+class Pki:
+    ca: Path
+    carol: Identity  # issued by the imported CA
+    dan: Identity  # issued by the imported CA
+    expired: Identity  # issued by the imported CA, notAfter yesterday
+    stranger: Identity  # issued by a CA that is not imported
+    self_signed: Identity
+    retired: Identity  # an expired internal binding for retired@example.com
+    bob: Path  # Bob's certificate from Bob.p12
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def _certificate(
+    subject: str,
+    key: rsa.RSAPrivateKey,
+    issuer: tuple[x509.Certificate, rsa.RSAPrivateKey] | None,
+    *,
+    address: str | None,
+    days: tuple[int, int] = (-1, 365),
+) -> x509.Certificate:
+    now = datetime.now(UTC)
+    issuer_name = issuer[0].subject if issuer else _name(subject)
+    signing_key = issuer[1] if issuer else key
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name(subject))
+        .issuer_name(issuer_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now + timedelta(days=days[0]))
+        .not_valid_after(now + timedelta(days=days[1]))
+        .add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False
+        )
+    )
+    if address is None:
+        builder = builder.add_extension(x509.BasicConstraints(True, None), True)
+        builder = builder.add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            True,
+        )
+    else:
+        builder = (
+            builder.add_extension(x509.BasicConstraints(False, None), True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=True,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=False,
+                    crl_sign=False,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                True,
+            )
+            .add_extension(
+                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), False
+            )
+            .add_extension(
+                x509.SubjectAlternativeName([x509.RFC822Name(address)]), False
+            )
+        )
+    if issuer is not None:
+        builder = builder.add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer[1].public_key()),
+            False,
+        )
+    return builder.sign(signing_key, hashes.SHA256())
+
+
+def _write(
+    directory: Path, name: str, certificate: x509.Certificate, key: rsa.RSAPrivateKey
+) -> Identity:
+    cert_path, key_path = directory / f"{name}.pem", directory / f"{name}.key"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return Identity(cert_path, key_path)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    directory = tmp_path_factory.mktemp("pki")
+    keys = [rsa.generate_private_key(65537, 2048) for _ in range(8)]
+    ca = _certificate("Incoming Test CA", keys[0], None, address=None, days=(-800, 800))
+    other_ca = _certificate("Other CA", keys[1], None, address=None)
+    issuer = (ca, keys[0])
+
+    def issued(name: str, key: rsa.RSAPrivateKey, **options: object) -> Identity:
+        certificate = _certificate(
+            name, key, issuer, address=f"{name}@example.net", **options
+        )  # type: ignore[arg-type]
+        return _write(directory, name, certificate, key)
+
+    ca_path = directory / "ca.pem"
+    ca_path.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    stranger = _certificate(
+        "stranger", keys[5], (other_ca, keys[1]), address="stranger@example.net"
+    )
+    self_signed = _certificate(
+        "selfie", keys[6], None, address="selfie@example.net", days=(-1, 30)
+    )
+    retired = _certificate(
+        "retired", keys[7], issuer, address="retired@example.com", days=(-400, -2)
+    )
+    _, bob, _ = pkcs12.load_key_and_certificates(
+        (THUNDERBIRD / "Bob.p12").read_bytes(), b"nss"
+    )
+    assert bob is not None
+    bob_path = directory / "bob.pem"
+    bob_path.write_bytes(bob.public_bytes(serialization.Encoding.PEM))
+    return Pki(
+        ca=ca_path,
+        carol=issued("carol", keys[2]),
+        dan=issued("dan", keys[3]),
+        expired=issued("expired", keys[4], days=(-400, -1)),
+        stranger=_write(directory, "stranger", stranger, keys[5]),
+        self_signed=_write(directory, "selfie", self_signed, keys[6]),
+        retired=_write(directory, "retired", retired, keys[7]),
+        bob=bob_path,
+    )
+
+
+def openssl(*args: str | Path, data: bytes) -> bytes:
+    done = subprocess.run(
+        ["openssl", *map(str, args)],
+        input=data,
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    return wire_form(done.stdout)
+
+
+def signed(
+    tool: str,
+    *signers: Identity,
+    opaque: bool = False,
+    data: bytes = ENTITY,
+    headers: bool = True,
+) -> bytes:
+    args: list[str | Path] = [tool, "-sign", "-md", "sha256"]
+    for signer in signers:
+        args += ["-signer", signer.certificate, "-inkey", signer.key]
+    if opaque:
+        args.append("-nodetach")
+    if headers:
+        args += HEADERS
+    return openssl(*args, data=data)
+
+
+def encrypted(
+    tool: str,
+    recipient: Path,
+    *options: str,
+    key_options: tuple[str, ...] = (),
+    data: bytes = ENTITY,
+    headers: bool = True,
+) -> bytes:
+    args: list[str | Path] = [tool, "-encrypt", *options]
+    if headers:
+        args += HEADERS
+    if key_options:
+        # -keyopt applies to the -recip before it.
+        args += ["-recip", recipient]
+        for option in key_options:
+            args += ["-keyopt", option]
+        return openssl(*args, data=data)
+    return openssl(*args, recipient, data=data)
+
+
+def replace_header(message: bytes, pattern: bytes, replacement: bytes) -> bytes:
+    head, separator, body = message.partition(b"\r\n\r\n")
+    changed, count = re.subn(pattern, replacement, head, flags=re.IGNORECASE)
+    assert count == 1, (pattern, head)
+    return changed + separator + body
+
+
+def tamper_opaque(message: bytes) -> bytes:
+    """Change one byte of the content inside an opaque SignedData."""
+    head, separator, body = message.partition(b"\r\n\r\n")
+    der = base64.b64decode(body)
+    assert der.count(b"Hello Bob") == 1
+    der = der.replace(b"Hello Bob", b"Jello Bob")
+    return head + separator + base64.encodebytes(der).replace(b"\n", b"\r\n")
+
+
+@dataclass(frozen=True)
+class Expected:
+    """Per signer: (layer, result, certificate); then the decryption status."""
+
+    signers: tuple[tuple[int, str, str], ...] = ()
+    decryption: str | None = None
+    text: bool = False  # the plain text is readable in the delivered message
+
+
+def sent_messages(pki: Pki) -> Iterator[tuple[str, bytes, Expected]]:
+    valid = Expected(((1, "valid", "trusted"),), text=True)
+    smime_detached = signed("smime", pki.carol)
+    cms_detached = signed("cms", pki.carol)
+    yield "smime detached", smime_detached, valid
+    yield "cms detached", cms_detached, valid
+    yield "cms opaque", signed("cms", pki.carol, opaque=True), valid
+    yield "smime opaque", signed("smime", pki.carol, opaque=True), valid
+    yield (
+        "no protocol",
+        replace_header(cms_detached, rb'protocol="application/pkcs7-signature"; ', b""),
+        valid,
+    )
+    yield (
+        "no micalg",
+        replace_header(smime_detached, rb' micalg="sha-256";', b""),
+        valid,
+    )
+    for spelling in (b"SHA256", b"sha256"):
+        yield (
+            f"micalg {spelling.decode()}",
+            replace_header(smime_detached, rb'micalg="sha-256"', b"micalg=" + spelling),
+            valid,
+        )
+    opaque = signed("cms", pki.carol, opaque=True)
+    yield (
+        "opaque letter case",
+        replace_header(opaque, rb"application/pkcs7-mime", b"Application/PKCS7-MIME"),
+        valid,
+    )
+    yield (
+        "opaque without smime-type",
+        replace_header(opaque, rb" smime-type=signed-data;", b""),
+        valid,
+    )
+    yield (
+        "opaque as octet-stream",
+        replace_header(
+            opaque,
+            rb"application/pkcs7-mime; smime-type=signed-data; name=\"?smime.p7m\"?",
+            b'application/octet-stream; name="smime.p7m"',
+        ),
+        valid,
+    )
+    yield (
+        "two signers",
+        signed("cms", pki.carol, pki.dan),
+        Expected(((1, "valid", "trusted"), (1, "valid", "trusted")), text=True),
+    )
+    yield (
+        "tampered detached",
+        cms_detached.replace(b"Hello Bob", b"Jello Bob"),
+        Expected(((1, "invalid", "trusted"),)),
+    )
+    yield (
+        "tampered opaque",
+        tamper_opaque(opaque),
+        Expected(((1, "invalid", "trusted"),)),
+    )
+    yield (
+        "expired signer",
+        signed("cms", pki.expired),
+        Expected(((1, "valid", "expired"),), text=True),
+    )
+    yield (
+        "CA missing",
+        signed("cms", pki.stranger),
+        Expected(((1, "valid", "untrusted"),), text=True),
+    )
+    yield (
+        "self-signed signer",
+        signed("cms", pki.self_signed, opaque=True),
+        Expected(((1, "valid", "untrusted"),)),
+    )
+
+    decrypted = Expected(decryption="decrypted", text=True)
+    enveloped = encrypted("cms", pki.bob, "-aes256")
+    yield "cms enveloped", enveloped, decrypted
+    yield "smime enveloped", encrypted("smime", pki.bob, "-aes128"), decrypted
+    yield (
+        # Bob's certificate has no subject key identifier; the retired one has.
+        "enveloped by key id, OAEP",
+        encrypted(
+            "cms",
+            pki.retired.certificate,
+            "-aes256",
+            "-keyid",
+            key_options=("rsa_padding_mode:oaep", "rsa_oaep_md:sha256"),
+        ),
+        decrypted,
+    )
+    yield "auth-enveloped AES-GCM", encrypted("cms", pki.bob, "-aes-128-gcm"), decrypted
+    yield (
+        "enveloped letter case",
+        replace_header(
+            enveloped, rb"application/pkcs7-mime", b"APPLICATION/x-pkcs7-MIME"
+        ),
+        decrypted,
+    )
+    yield (
+        "enveloped without smime-type",
+        replace_header(enveloped, rb" smime-type=enveloped-data;", b""),
+        decrypted,
+    )
+    yield (
+        "enveloped as octet-stream",
+        replace_header(
+            enveloped,
+            rb"application/pkcs7-mime; smime-type=enveloped-data; name=\"?smime.p7m\"?",
+            b"application/octet-stream; name=smime.p7m",
+        ),
+        decrypted,
+    )
+    yield (
+        "expired internal key",
+        encrypted("cms", pki.retired.certificate, "-aes256"),
+        decrypted,
+    )
+
+    inner_detached = signed("cms", pki.carol, headers=False)
+    yield (
+        "signed then encrypted",
+        encrypted("cms", pki.bob, "-aes256", data=inner_detached),
+        Expected(((1, "valid", "trusted"),), "decrypted", text=True),
+    )
+    inner_enveloped = encrypted("cms", pki.bob, "-aes256", headers=False)
+    yield (
+        "encrypted then signed",
+        signed("cms", pki.carol, opaque=True, data=inner_enveloped),
+        Expected(((1, "valid", "trusted"),), "decrypted", text=True),
+    )
+    yield (
+        "signed, encrypted, signed",
+        signed(
+            "cms",
+            pki.dan,
+            data=encrypted(
+                "cms", pki.bob, "-aes256", data=inner_detached, headers=False
+            ),
+        ),
+        Expected(((1, "valid", "trusted"), (2, "valid", "trusted")), "decrypted", True),
+    )
+
+
+def check(name: str, delivered: Delivered, expected: Expected) -> None:
+    signers = tuple(
+        (int(f["layer"]), f["result"], f["certificate"]) for f in delivered.signatures
+    )
+    assert signers == expected.signers, (name, delivered.signatures)
+    statuses = tuple(f["status"] for f in delivered.decryptions)
+    assert statuses == ((expected.decryption,) if expected.decryption else ()), name
+    if expected.text:
+        assert TEXT in readable(delivered.message), name
+
+
+def readable(message: bytes) -> bytes:
+    """The message, and for opaque SignedData its DER, which holds the content."""
+    head, _, body = message.partition(b"\r\n\r\n")
+    if b"pkcs7-mime" not in head.lower() and b"smime.p7m" not in head.lower():
+        return message
+    return base64.b64decode(body)
+
+
+async def test_openssl_forms(incoming: Incoming, pki: Pki) -> None:
+    admin = incoming.admin
+    assert (await admin.import_ca(pki.ca)).ok
+    reply = await admin.internal_pem(
+        "retired@example.com", pki.retired.certificate, pki.retired.key
+    )
+    assert reply.ok, reply.error
+    cases = list(sent_messages(pki))
+    senders = [await incoming.send(message) for _, message, _ in cases]
+    delivered = await incoming.delivered(senders)
+
+    for (name, message, expected), sender in zip(cases, senders, strict=True):
+        check(name, delivered[sender], expected)
+        if expected.decryption is None:
+            # Signed only: delivered byte for byte, result fields aside.
+            assert delivered[sender].message == message, name

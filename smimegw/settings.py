@@ -82,6 +82,17 @@ class SmtpSettings(_Section):
     tls_key: Path | None = None
     # Time to store the body and get JetStream's ack before answering 451 4.3.0.
     publish_timeout: Duration = timedelta(seconds=10)
+    # Limits per client IP address; clients in trusted_networks are exempt.
+    max_connections_per_ip: int = Field(default=20, ge=1)
+    max_messages_per_ip_per_minute: int = Field(default=120, ge=1)
+    max_messages_per_connection: int = Field(default=100, ge=1)
+    # RFC 5321 section 4.5.3.1.8: a server must accept at least 100 recipients.
+    max_recipients: int = Field(default=100, ge=1)
+    # Idle time allowed before each command, and the time for a whole DATA
+    # transfer, after which the server answers 421 and closes the connection.
+    # RFC 5321 section 4.5.3.2.7 suggests 5 minutes for the first.
+    command_timeout: Duration = timedelta(minutes=5)
+    data_timeout: Duration = timedelta(minutes=10)
 
     @field_validator("listen")
     @classmethod
@@ -199,6 +210,24 @@ class PolicySettings(_Section):
         return value
 
 
+class AdminSettings(_Section):
+    # Address of the admin API (HTTP, OpenAPI at /docs), e.g. "127.0.0.1:8026".
+    # Empty: no admin API. Put TLS in front of it when it leaves the host.
+    listen: str = ""
+    # Bearer tokens as SHA-256 hashes. Empty: <data_dir>/admin-tokens.json.
+    tokens_file: Path | None = None
+    # Limits on uploaded certificate and key files, and on a whole request body.
+    max_upload: int = Field(default=512 * 1024, gt=0)
+    max_request: int = Field(default=4 * 1024 * 1024, gt=0)
+
+    @field_validator("listen")
+    @classmethod
+    def _check_listen(cls, value: str) -> str:
+        if value:
+            parse_host_port(value, "admin.listen")
+        return value
+
+
 class KeySettings(_Section):
     # The key-encryption key that seals private keys at rest: 32 random bytes,
     # mode 0600. Empty: <data_dir>/kek, which `smimegw run` creates on first start.
@@ -225,6 +254,7 @@ class Settings(BaseSettings):
     health: HealthSettings = HealthSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
     audit: AuditSettings = AuditSettings()
+    admin: AdminSettings = AdminSettings()
 
     @field_validator("internal_domains")
     @classmethod

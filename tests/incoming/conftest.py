@@ -79,10 +79,13 @@ def wire_form(message: bytes) -> bytes:
 class Incoming:
     """Sends messages to bob@example.com and reads what the next hop got."""
 
-    def __init__(self, gateway: Gateway, sink: SinkServer, admin: Admin) -> None:
+    def __init__(
+        self, gateway: Gateway, sink: SinkServer, admin: Admin, bob_binding: str
+    ) -> None:
         self.gateway = gateway
         self.sink = sink
         self.admin = admin
+        self.bob_binding = bob_binding
         self._count = 0
 
     async def send(self, message: bytes, recipient: str = BOB) -> str:
@@ -142,7 +145,7 @@ async def incoming(
         assert (await admin.import_ca(THUNDERBIRD / "TestCA.pem")).ok
         reply = await admin.internal(BOB, THUNDERBIRD / "Bob.p12")
         assert reply.ok, reply.error
-        yield Incoming(gateway, sink, admin)
+        yield Incoming(gateway, sink, admin, reply.result["id"])
     finally:
         await gateway.stop()
 

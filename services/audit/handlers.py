@@ -14,10 +14,11 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from services.audit.store import AuditStore, record_of
+from services.audit.store import AuditStore, AuditStoreError, record_of
 from smimegw import streams
 from smimegw.runtime import Runtime
 from smimegw.settings import parse_duration
+from smimegw.telemetry import trace_id_of
 
 log = logging.getLogger("smimegw.audit")
 
@@ -65,11 +66,23 @@ class AuditConsumer:
                 log.warning("fetching %s events failed: %s", self.stream, err)
                 await asyncio.sleep(1.0)
                 continue
-            await self.store_batch(messages)
+            try:
+                await self.store_batch(messages)
+            except AuditStoreError as err:
+                # Unacked messages come back after ack_wait, in stream order
+                # because the consumer delivers them again from the first.
+                log.error("storing %s events failed: %s", self.stream, err)
+                await asyncio.sleep(1.0)
 
     async def store_batch(self, messages: list[Msg]) -> None:
         records = [
-            record_of(self.stream, m.metadata.sequence.stream, m.data) for m in messages
+            record_of(
+                self.stream,
+                m.metadata.sequence.stream,
+                m.data,
+                trace_id_of((m.headers or {}).get("traceparent")),
+            )
+            for m in messages
         ]
         added = await asyncio.to_thread(self.store.add, records)
         for message in messages:
@@ -96,21 +109,31 @@ class AuditQueries:
             request = json.loads(message.data or b"{}")
             since = parse_since(request["since"]) if request.get("since") else None
             limit = min(int(request.get("limit") or 1000), _MAX_LIMIT)
-            events = await asyncio.to_thread(
-                self.store.query,
+            records = await asyncio.to_thread(
+                self.store.query_records,
                 event_type=request.get("type"),
                 queue_id=request.get("queue_id"),
                 since=since,
                 limit=limit,
             )
-            reply: dict[str, Any] = {"events": events}
+            # "records": the stored rows with trace ids and hashes; otherwise
+            # the events alone.
+            key = "records" if request.get("records") else "events"
+            items: list[Any] = [
+                r.as_dict() if key == "records" else json.loads(r.data) for r in records
+            ]
+            reply: dict[str, Any] = {key: items}
         except (ValueError, TypeError, KeyError) as err:
             reply = {"error": f"invalid audit query: {err}"}
+        except AuditStoreError as err:
+            log.error("audit query failed: %s", err)
+            reply = {"error": "the audit store failed; see the audit service's log"}
         data = json.dumps(reply).encode()
         max_payload = self.runtime.nc.max_payload
-        while len(data) > max_payload and reply.get("events"):
-            kept = reply["events"][: len(reply["events"]) // 2]
-            reply = {"events": kept, "truncated": True}
+        key = "records" if "records" in reply else "events"
+        while len(data) > max_payload and reply.get(key):
+            kept = reply[key][: len(reply[key]) // 2]
+            reply = {key: kept, "truncated": True}
             data = json.dumps(reply).encode()
         await message.respond(data)
 

@@ -13,7 +13,7 @@ from services.audit.handlers import (
     AuditQueries,
     audit_streams,
 )
-from services.audit.store import AuditStore
+from services.audit.store import AuditStore, open_store
 from smimegw.runtime import Runtime
 
 log = logging.getLogger("smimegw.audit")
@@ -28,7 +28,7 @@ class AuditService:
         self.subscription: Subscription | None = None
 
     async def start(self) -> None:
-        store = AuditStore(self.runtime.settings.data_dir / "audit.sqlite3")
+        store = await asyncio.to_thread(open_store, self.runtime.settings)
         self.store = store
         for stream in audit_streams():
             consumer = AuditConsumer(self.runtime, store, stream)

@@ -1,7 +1,7 @@
 """The `open` transform: decrypt and verify incoming S/MIME for internal recipients.
 
-Layers are opened from the outside in, as far as the top-level body of each layer is
-S/MIME: an enveloped body is decrypted with the key of an internal binding, and a
+Layers are opened from the outside in, for as long as the top-level body of a layer
+is S/MIME. An enveloped body is decrypted with the key of an internal binding, and a
 signature layer is verified over its content exactly as received. The delivered
 message is the received one with the gateway's result header fields at the top; when
 a layer was decrypted, its decrypted entity replaces the body, with any signature
@@ -67,7 +67,7 @@ MAX_LAYERS = 8
 
 @dataclass
 class _Outcome:
-    """What opening one message found, layer by layer."""
+    """Results of opening one message, layer by layer."""
 
     delivered: bytes = field(repr=False)
     # The entity of the layer being opened; the whole message at first.
@@ -266,12 +266,17 @@ class IncomingProcessor:
 
 
 def _detect(entity: bytes) -> Smime:
-    """Recognise the S/MIME layer of `entity`, reading the CMS type when unlabelled."""
+    """Recognise the S/MIME layer of `entity`, trusting the CMS content type.
+
+    An application/pkcs7-mime body is what its ContentInfo says, whatever its
+    smime-type parameter says or when it has none.
+    """
     smime = detect(entity)
-    if smime.kind is not SmimeKind.PKCS7_MIME:
+    if smime.der is None or smime.kind is SmimeKind.DETACHED_SIGNED:
         return smime
-    assert smime.der is not None
     kind = kind_of_cms(smime.der)
+    if kind is SmimeKind.NONE and smime.kind is not SmimeKind.PKCS7_MIME:
+        return smime
     return Smime(kind, smime_type=smime.smime_type, der=smime.der)
 
 
@@ -330,7 +335,7 @@ def _report(signer: SignerResult) -> SignerReport:
 
 
 def _failed_report(reason: str) -> SignerReport:
-    """A signer entry for a signature layer that could not be read at all."""
+    """Build the signer entry of a signature layer that could not be read at all."""
     return SignerReport(
         signature="invalid",
         signature_reason=reason,
@@ -349,7 +354,7 @@ def _failed_report(reason: str) -> SignerReport:
 def _report_unreadable(event: MailRouted, outcome: _Outcome, reason: str) -> None:
     """Report an S/MIME layer whose MIME structure could not be read.
 
-    Its Content-Type tells whether it claimed to be signed or enveloped.
+    Its Content-Type shows whether it claimed to be signed or enveloped.
     """
     try:
         media = MediaInfo(parse_header_block(outcome.entity))

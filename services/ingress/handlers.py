@@ -25,6 +25,7 @@ log = logging.getLogger("smimegw.ingress")
 # Replies; none of them carries exception text to the client.
 REPLY_TEMPFAIL = "451 4.3.0 Requested action aborted: try again later"
 REPLY_RELAY_DENIED = "554 5.7.1 <{address}>: Relay access denied"
+REPLY_TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"
 REPLY_NUL = (
     "554 5.6.0 Message contains NUL bytes, which RFC 5322 does not allow; "
     "send binary content base64-encoded"
@@ -41,6 +42,7 @@ class IngressHandler:
         self.internal_domains = frozenset(settings.internal_domains)
         self.trusted_networks = settings.trusted_ip_networks
         self.publish_timeout = settings.smtp.publish_timeout.total_seconds()
+        self.max_recipients = settings.smtp.max_recipients
         self.in_flight = 0
         self.idle = asyncio.Event()
         self.idle.set()
@@ -81,6 +83,9 @@ class IngressHandler:
             log.info("relay denied for a recipient from %s", _peer_ip(session))
             metrics.record_rejected(554)
             return REPLY_RELAY_DENIED.format(address=printable(address))
+        if len(envelope.rcpt_tos) >= self.max_recipients:
+            # RFC 5321 section 4.5.3.1.10: 452 for too many recipients.
+            return REPLY_TOO_MANY_RECIPIENTS
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
         return "250 2.1.5 OK"
@@ -242,4 +247,8 @@ def smtp_kwargs(runtime: Runtime) -> dict[str, Any]:
         "decode_data": False,
         "hostname": smtp.hostname,
         "ident": "smimegw",
+        "timeout": smtp.command_timeout.total_seconds(),
+        "data_timeout": smtp.data_timeout.total_seconds(),
+        "max_messages": smtp.max_messages_per_connection,
+        "auth_require_tls": True,
     }

@@ -7,6 +7,7 @@ import logging
 import ssl
 
 from services.ingress.handlers import IngressHandler, smtp_kwargs
+from services.ingress.limits import ClientLimits
 from services.ingress.smtp import GatewaySMTP
 from smimegw.runtime import Runtime
 from smimegw.settings import Settings, parse_host_port
@@ -30,6 +31,7 @@ class IngressService:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.handler = IngressHandler(runtime)
+        self.limits = ClientLimits(runtime.settings)
         self.server: asyncio.Server | None = None
         self.sessions: set[GatewaySMTP] = set()
 
@@ -39,6 +41,7 @@ class IngressService:
             tls_context=tls_context(self.runtime.settings),
             require_starttls=False,
             on_close=self.sessions.discard,
+            limits=self.limits,
             **smtp_kwargs(self.runtime),
         )
         self.sessions.add(session)

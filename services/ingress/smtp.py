@@ -6,16 +6,37 @@
 - An address that Python 3.11's email parser fails on is a syntax error:
   "MAIL FROM:<" raises IndexError and "RCPT TO:<x@[a>" AttributeError, which
   aiosmtpd would turn into a 421 and a dropped connection.
-- AUTH is neither advertised nor accepted unless an authenticator is configured:
-  aiosmtpd 1.4.6 advertises AUTH after STARTTLS even without one.
+- Limits per client (`ClientLimits`), per connection and per transaction, and
+  a 421 before closing a connection that timed out.
+- AUTH is refused before STARTTLS, and neither advertised nor accepted unless
+  an authenticator is configured: aiosmtpd 1.4.6 advertises AUTH after
+  STARTTLS even without one.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Callable
 from typing import Any
 
 from aiosmtpd.smtp import SMTP
+
+from services.ingress.limits import ClientLimits
+
+log = logging.getLogger("smimegw.ingress")
+
+REPLY_TOO_MANY_CONNECTIONS = (
+    "421 4.7.0 Too many connections from your address; try again later"
+)
+REPLY_TOO_MANY_MESSAGES = (
+    "421 4.7.0 Too many messages in this connection; reconnect to send more"
+)
+REPLY_RATE_LIMITED = "450 4.7.1 Too many messages from your address; try again later"
+REPLY_TIMEOUT = "421 4.4.2 Timeout exceeded, closing connection"
+REPLY_AUTH_NEEDS_TLS = (
+    "538 5.7.11 Encryption required for requested authentication mechanism"
+)
 
 
 class GatewaySMTP(SMTP):
@@ -25,16 +46,79 @@ class GatewaySMTP(SMTP):
         *,
         max_line: int,
         on_close: Callable[[GatewaySMTP], None],
+        data_timeout: float,
+        max_messages: int,
+        limits: ClientLimits | None = None,
         **kwargs: Any,
     ) -> None:
         # Read by SMTP.__init__ to size the stream reader, so set it first.
         self.line_length_limit = max_line
         self._on_close = on_close
+        self._data_timeout = data_timeout
+        self._max_messages = max_messages
+        self._messages = 0
+        self._limits = limits
+        self._counted_peer: str | None = None
+        self._over_limit = False
         super().__init__(handler, **kwargs)
+
+    @property
+    def peer_ip(self) -> str:
+        peer = self.session.peer if self.session is not None else None
+        return str(peer[0]) if isinstance(peer, tuple) else str(peer or "")
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        starting = self.transport is None
+        super().connection_made(transport)
+        if not starting or self._limits is None:
+            return
+        if self._limits.open_connection(self.peer_ip):
+            self._counted_peer = self.peer_ip
+        else:
+            self._over_limit = True
 
     def connection_lost(self, error: Exception | None) -> None:
         super().connection_lost(error)
+        if self._limits is not None and self._counted_peer is not None:
+            self._limits.close_connection(self._counted_peer)
+            self._counted_peer = None
         self._on_close(self)
+
+    async def _handle_client(self) -> None:
+        if self._over_limit:
+            log.info("too many connections from %s; answered 421", self.peer_ip)
+            await self.push(REPLY_TOO_MANY_CONNECTIONS)
+            if self.transport is not None:
+                self.transport.close()
+            return
+        await super()._handle_client()
+
+    def _timeout_cb(self) -> None:
+        # RFC 5321 section 4.5.3.2: close with 421 after a timeout.
+        if self.transport is not None and not self.transport.is_closing():
+            log.info("SMTP client %s timed out; answered 421", self.peer_ip)
+            self._writer.write(REPLY_TIMEOUT.encode() + b"\r\n")
+        super()._timeout_cb()  # type: ignore[no-untyped-call]
+
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        if self._messages >= self._max_messages:
+            await self.push(REPLY_TOO_MANY_MESSAGES)
+            if self.transport is not None:
+                self.transport.close()
+            return
+        if self._limits is not None and not self._limits.start_message(self.peer_ip):
+            log.info("message rate of %s over the limit; answered 450", self.peer_ip)
+            await self.push(REPLY_RATE_LIMITED)
+            return
+        await super().smtp_MAIL(arg)
+        if self.envelope is not None and self.envelope.mail_from is not None:
+            self._messages += 1
+
+    async def smtp_DATA(self, arg: str) -> None:
+        # aiosmtpd resets its timer at each command only, so this bounds the
+        # whole transfer: a client sending one byte at a time is cut off.
+        self._reset_timeout(self._data_timeout)
+        await super().smtp_DATA(arg)
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         try:
@@ -45,5 +129,9 @@ class GatewaySMTP(SMTP):
     async def smtp_AUTH(self, arg: str) -> None:
         if self._authenticator is None:
             await self.push("502 5.5.1 AUTH is not available on this server")
+            return
+        # RFC 4954 section 4: credentials never cross an unencrypted connection.
+        if self.session is None or self.session.ssl is None:
+            await self.push(REPLY_AUTH_NEEDS_TLS)
             return
         await super().smtp_AUTH(arg)

@@ -23,6 +23,9 @@ KNOWN_FINDINGS: frozenset[tuple[str, str]] = frozenset(
         # cryptography raises TypeError from Name.rfc4514_string for an issuer
         # attribute whose type its OID does not allow.
         ("TypeError", "smimegw.x509.check_readable"),
+        # cryptography raises InvalidVersion, which is not a ValueError, for a
+        # certificate whose version field is not v1, v2 or v3.
+        ("InvalidVersion", "smimegw.x509._load_pem_certificate"),
         # cryptography raises ValueError from Name.rfc4514_string for a subject
         # with an invalid value, while keymaterial lists the candidate subjects
         # of a PKCS#12 file whose key matches no certificate.

@@ -14,6 +14,8 @@ import asyncio
 import hashlib
 from typing import Any
 
+from opentelemetry import trace
+
 from schemas import BodyRef, Event
 from services.ingress.handlers import IngressHandler, smtp_kwargs
 from services.ingress.smtp import GatewaySMTP
@@ -40,6 +42,7 @@ class _RecordingRuntime:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.tracer = trace.NoOpTracer()
         self.bodies = _RecordingBodies()
         self.published: list[Event] = []
 

@@ -10,6 +10,7 @@ from services.policy.hold import HeldCopy, HoldQueue
 from services.policy.planning import Group, Headers, Planner, profile_spec
 from smimegw.configstate import ConfigFollower
 from smimegw.runtime import Attempt, Runtime
+from smimegw.telemetry import stage_span
 
 log = logging.getLogger("smimegw.policy")
 
@@ -29,7 +30,13 @@ class PolicyHandlers:
 
     async def on_received(self, event: MailReceived, attempt: Attempt) -> None:
         headers = Headers.parse(await self.runtime.bodies.head(event.body))
-        groups = self.planner().plan(event, headers, datetime.now(UTC))
+        attributes = {"smimegw.recipients": len(event.recipients)}
+        with stage_span("policy.decision", attributes) as span:
+            groups = self.planner().plan(event, headers, datetime.now(UTC))
+            span.set_attribute("smimegw.policy.plans", len(groups))
+            span.set_attribute("smimegw.policy.held", sum(g.held for g in groups))
+            actions = ",".join(sorted({g.action for g in groups}))
+            span.set_attribute("smimegw.policy.actions", actions)
         for index, group in enumerate(groups):
             plan_id = f"{event.queue_id}-{index}"
             if group.held:

@@ -69,6 +69,7 @@ MAX_LAYERS = 8
 class _Outcome:
     """Results of opening one message, layer by layer."""
 
+    plan_id: str
     delivered: bytes = field(repr=False)
     # The entity of the layer being opened; the whole message at first.
     entity: bytes = field(repr=False)
@@ -99,7 +100,7 @@ class IncomingProcessor:
         # Read every configuration event stored so far, so that a binding or CA
         # imported just before this message is used.
         await self.follower.sync()
-        outcome = _Outcome(delivered=received, entity=received)
+        outcome = _Outcome(event.plan_id, delivered=received, entity=received)
         sender = parse_header_block(received).value("From")
         for depth in range(MAX_LAYERS + 1):
             if depth == MAX_LAYERS:
@@ -205,7 +206,11 @@ class IncomingProcessor:
 
         content = _wire_line_ends(result.content)
         try:
-            delivered = replace_body(outcome.delivered, content)
+            delivered = outcome.delivered
+            if parse_header_block(content).first("MIME-Version") is not None:
+                # The entity brings its own MIME-Version field; one is enough.
+                delivered = strip_headers(delivered, ("MIME-Version",))
+            delivered = replace_body(delivered, content)
         except MimeError as err:
             reason = f"the decrypted entity is not a readable MIME entity: {err}"
             _record_decryption(outcome, event, index, "failed", reason)
@@ -240,6 +245,12 @@ class IncomingProcessor:
             else:
                 verification = await asyncio.to_thread(run, None)
         except CmsError as err:
+            log.warning(
+                "plan %s: signature layer %d unreadable: %s",
+                outcome.plan_id,
+                layer,
+                err,
+            )
             _record_signers(outcome, layer, (_failed_report(str(err)),))
             return None
 
@@ -331,6 +342,8 @@ def _report(signer: SignerResult) -> SignerReport:
         fingerprint=identity.sha256_fingerprint if identity else "",
         from_matches=identity.from_matches if identity else None,
         signing_time=signer.signing_time,
+        addresses=identity.email_addresses if identity else (),
+        capabilities=signer.capabilities,
     )
 
 
@@ -364,6 +377,7 @@ def _report_unreadable(event: MailRouted, outcome: _Outcome, reason: str) -> Non
     signed = media is not None and (
         media.media_type == "multipart/signed" or smime_type == "signed-data"
     )
+    log.warning("plan %s: S/MIME layer unreadable: %s", outcome.plan_id, reason)
     if signed:
         layer = len(outcome.signature_layers) + 1
         _record_signers(outcome, layer, (_failed_report(reason),))
@@ -400,6 +414,13 @@ def _record_decryption(
     reason: str,
 ) -> None:
     """Record an enveloped layer that stays closed: no key, or it failed."""
+    log.warning(
+        "plan %s: enveloped layer %d not decrypted (%s): %s",
+        outcome.plan_id,
+        index + 1,
+        status,
+        reason,
+    )
     decrypted = MailDecrypted.create(
         cause=event,
         key=str(index),

@@ -252,6 +252,8 @@ class Expected:
     signers: tuple[tuple[int, str, str], ...] = ()
     decryption: str | None = None
     text: bool = False  # the plain text is readable in the delivered message
+    # The entity that a decrypted message must end with, byte for byte.
+    entity: bytes | None = None
 
 
 def sent_messages(pki: Pki) -> Iterator[tuple[str, bytes, Expected]]:
@@ -377,13 +379,13 @@ def sent_messages(pki: Pki) -> Iterator[tuple[str, bytes, Expected]]:
     yield (
         "signed then encrypted",
         encrypted("cms", pki.bob, "-aes256", data=inner_detached),
-        Expected(((1, "valid", "trusted"),), "decrypted", text=True),
+        Expected(((1, "valid", "trusted"),), "decrypted", True, inner_detached),
     )
     inner_enveloped = encrypted("cms", pki.bob, "-aes256", headers=False)
     yield (
         "encrypted then signed",
         signed("cms", pki.carol, opaque=True, data=inner_enveloped),
-        Expected(((1, "valid", "trusted"),), "decrypted", text=True),
+        Expected(((1, "valid", "trusted"),), "decrypted", True, ENTITY),
     )
     yield (
         "signed, encrypted, signed",
@@ -394,7 +396,12 @@ def sent_messages(pki: Pki) -> Iterator[tuple[str, bytes, Expected]]:
                 "cms", pki.bob, "-aes256", data=inner_detached, headers=False
             ),
         ),
-        Expected(((1, "valid", "trusted"), (2, "valid", "trusted")), "decrypted", True),
+        Expected(
+            ((1, "valid", "trusted"), (2, "valid", "trusted")),
+            "decrypted",
+            True,
+            inner_detached,
+        ),
     )
 
 
@@ -407,6 +414,9 @@ def check(name: str, delivered: Delivered, expected: Expected) -> None:
     assert statuses == ((expected.decryption,) if expected.decryption else ()), name
     if expected.text:
         assert TEXT in readable(delivered.message), name
+    if expected.entity is not None:
+        assert delivered.message.endswith(expected.entity), name
+        assert delivered.message.count(b"MIME-Version:") == 1, name
 
 
 def readable(message: bytes) -> bytes:

@@ -1,0 +1,70 @@
+"""Result header fields built from hostile signer names and reasons."""
+
+from __future__ import annotations
+
+from schemas import SignerReport
+from services.crypto.mime import prepend_headers
+from services.crypto.result_headers import signature_field, signer_verdict
+from tests.incoming.conftest import parameters
+
+
+def report(**changes: object) -> SignerReport:
+    values: dict[str, object] = {
+        "signature": "valid",
+        "signature_reason": None,
+        "digest_algorithm": "sha256",
+        "signature_algorithm": "rsa-pkcs1v15",
+        "weak": False,
+        "certificate_status": "trusted",
+        "certificate_reason": "path to trust anchor CN=CA",
+        "subject": "CN=Alice",
+        "fingerprint": "ab" * 32,
+        "from_matches": True,
+        "signing_time": None,
+    }
+    values.update(changes)
+    return SignerReport(**values)  # type: ignore[arg-type]
+
+
+def test_verdict_weak_apart_from_valid() -> None:
+    assert signer_verdict(report()) == "valid"
+    assert signer_verdict(report(weak=True)) == "weak"
+    assert signer_verdict(report(weak=True, signature="invalid")) == "invalid"
+
+
+def test_hostile_subject_stays_one_field() -> None:
+    subject = 'CN=Eve"; result=valid\r\nX-Smimegw-Signature: forged; Ünïcode\\' * 30
+    name, value = signature_field(2, 3, report(subject=subject, from_matches=False))
+
+    line = prepend_headers(b"Subject: x\r\n\r\nbody\r\n", [(name, value)])
+    first = line.split(b"\r\n")[0]
+    fields = parameters(value)
+    assert line.count(b"\r\n") == 4  # one field line and the three of the message
+    assert len(first) <= 998
+    assert first.isascii()
+    assert fields["layer"] == "2"
+    assert fields["index"] == "3"
+    assert fields["result"] == "valid"
+    assert fields["from"] == "mismatch"
+    assert fields["signer"].startswith('CN=Eve"; result=valid??X-Smimegw-Signature')
+    assert fields["signer"].endswith("...")
+
+
+def test_reasons_only_when_not_valid() -> None:
+    _, valid = signature_field(1, 1, report())
+    _, expired = signature_field(
+        1,
+        1,
+        report(
+            signature="invalid",
+            signature_reason="digest mismatch",
+            certificate_status="expired",
+            certificate_reason="signer certificate expired on 2025-01-01",
+        ),
+    )
+
+    assert "reason" not in parameters(valid)
+    assert "certificate-reason" not in parameters(valid)
+    assert parameters(expired)["reason"] == "digest mismatch"
+    assert parameters(expired)["certificate"] == "expired"
+    assert parameters(expired)["certificate-reason"].startswith("signer certificate")

@@ -23,10 +23,11 @@ from faststream.nats import JStream, NatsBroker, NatsMessage, PullSub
 from faststream.nats.opentelemetry import NatsTelemetryMiddleware
 from faststream.nats.prometheus import NatsPrometheusMiddleware
 from nats.aio.client import Client
-from nats.errors import NoServersError
+from nats.errors import NoRespondersError, NoServersError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy as JsAckPolicy
 from nats.js.api import ConsumerConfig, DeliverPolicy
+from nats.js.errors import ServiceUnavailableError
 
 from schemas import Event, EventDecodeError, MailParked
 from smimegw import metrics, natsauth, streams, telemetry
@@ -150,24 +151,39 @@ class Runtime:
         self.tracer_provider.shutdown()
 
     async def connect(self, stop: asyncio.Event | None = None) -> None:
-        """Connect and provision, retrying while the broker is not reachable yet."""
+        """Connect and provision, retrying while the broker is not ready yet.
+
+        In a cluster, JetStream answers no API request while a restarted node
+        rejoins and a meta leader is elected, so provisioning is retried as
+        well; readiness stays 503 meanwhile.
+        """
         delay = 0.2
+        connected = False
         while True:
             try:
-                await self.broker.connect()
-                break
-            except (NoServersError, OSError, TimeoutError) as err:
+                if not connected:
+                    await self.broker.connect()
+                    connected = True
+                await streams.provision(self.js, self.settings)
+                return
+            except (
+                NoServersError,
+                NoRespondersError,
+                ServiceUnavailableError,
+                OSError,
+                TimeoutError,
+            ) as err:
                 if stop is not None and stop.is_set():
                     raise
                 log.warning(
-                    "NATS at %s not reachable (%s); retrying in %.1f s",
+                    "NATS at %s not %s (%s); retrying in %.1f s",
                     self.nats_url,
+                    "ready for JetStream" if connected else "reachable",
                     type(err).__name__,
                     delay,
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
-        await streams.provision(self.js, self.settings)
 
     async def publish(self, event: Event, timeout: float = 10.0) -> None:
         """Publish to the event's stream and wait for JetStream's ack.

@@ -377,8 +377,8 @@ def _report_unreadable(event: MailRouted, outcome: _Outcome, reason: str) -> Non
     signed = media is not None and (
         media.media_type == "multipart/signed" or smime_type == "signed-data"
     )
-    log.warning("plan %s: S/MIME layer unreadable: %s", outcome.plan_id, reason)
     if signed:
+        log.warning("plan %s: signed layer unreadable: %s", outcome.plan_id, reason)
         layer = len(outcome.signature_layers) + 1
         _record_signers(outcome, layer, (_failed_report(reason),))
     else:

@@ -93,6 +93,7 @@ class ProfileCreate(Model):
     on_failure: Literal["send-plain", "bounce", "hold"] = "bounce"
     encrypt_to_self: bool = False
     hold_timeout: str | None = None
+    rsa_padding: Literal["pkcs1v15", "pss"] = "pkcs1v15"
 
 
 class ProfileDelete(Model):

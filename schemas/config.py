@@ -110,6 +110,8 @@ class ProfileCreated(Event):
     encrypt_to_self: bool
     # Seconds a held copy waits for a certificate before it bounces.
     hold_timeout: float
+    # Signature scheme of RSA signer keys (RFC 8017); EC keys sign with ECDSA.
+    rsa_padding: Literal["pkcs1v15", "pss"] = "pkcs1v15"
 
 
 class ProfileDeleted(Event):

@@ -48,6 +48,8 @@ class ProfileSpec(Model):
     signature: Literal["detached", "opaque"]
     on_failure: Literal["send-plain", "bounce", "hold"]
     encrypt_to_self: bool
+    # Signature scheme of RSA signer keys; EC keys always sign with ECDSA.
+    rsa_padding: Literal["pkcs1v15", "pss"] = "pkcs1v15"
 
 
 class RecipientCertificate(Model):
@@ -84,6 +86,10 @@ class MailRouted(Event):
     encrypt_to: tuple[RecipientCertificate, ...] = ()
     # Enhanced status code for `bounce`, RFC 3463.
     status: str | None = None
+    # Content encryption for `protect` with encryption: the profile's algorithm,
+    # or a stronger one that every recipient announced (SMIMECapabilities).
+    content_algorithm: str | None = None
+    algorithm_reason: str | None = None
 
 
 class MailHeld(Event):
@@ -165,6 +171,10 @@ class SignerReport(Model):
     fingerprint: str
     from_matches: bool | None
     signing_time: Timestamp | None
+    # The signer certificate's email addresses, and the algorithms its
+    # SMIMECapabilities attribute announced, most preferred first.
+    addresses: tuple[str, ...] = ()
+    capabilities: tuple[str, ...] = ()
 
 
 class MailVerified(Event):

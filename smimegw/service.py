@@ -18,6 +18,8 @@ from smimegw.settings import Settings
 log = logging.getLogger("smimegw.service")
 
 SERVICE_NAMES = ("ingress", "policy", "crypto", "delivery", "audit")
+# Services that `smimegw run` starts only when configured (admin.listen).
+OPTIONAL_SERVICE_NAMES = ("admin",)
 
 
 class Service(Protocol):
@@ -32,10 +34,9 @@ def nats_url(settings: Settings) -> str:
 
 
 def build_service(name: str, runtime: Runtime) -> Service:
-    if name not in SERVICE_NAMES:
-        raise ValueError(
-            f"unknown service {name!r}; choose one of {', '.join(SERVICE_NAMES)}"
-        )
+    known = SERVICE_NAMES + OPTIONAL_SERVICE_NAMES
+    if name not in known:
+        raise ValueError(f"unknown service {name!r}; choose one of {', '.join(known)}")
     module = importlib.import_module(f"services.{name}.service")
     service: Service = module.build(runtime)
     return service

@@ -1,0 +1,1 @@
+"""Admin API: HTTP access to what the CLI manages, behind bearer tokens."""

@@ -622,7 +622,9 @@ def _parse_certificate(choice: cms.CertificateChoices) -> _EmbeddedCertificate |
             key_identifier=asn1_certificate.key_identifier,
             certificate=certificate,
         )
-    except (*_DECODE_ERRORS, x509.InvalidVersion):
+    # cryptography raises DuplicateExtension, which is no ValueError, for a
+    # certificate that repeats an extension (RFC 5280 section 4.2 forbids it).
+    except (*_DECODE_ERRORS, x509.InvalidVersion, x509.DuplicateExtension):
         return None
 
 

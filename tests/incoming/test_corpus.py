@@ -11,6 +11,7 @@ import email
 import email.policy
 from dataclasses import dataclass
 from email.message import Message
+from typing import Any
 
 from tests.incoming.conftest import RFC4134, THUNDERBIRD, Delivered, Incoming, wire_form
 
@@ -59,7 +60,9 @@ def layers_of(delivered: Delivered) -> list[list[dict[str, str]]]:
     return [layers[key] for key in sorted(layers, key=int)]
 
 
-def check_signatures(case: Case, delivered: Delivered, verified: list[dict]) -> None:
+def check_signatures(
+    case: Case, delivered: Delivered, verified: list[dict[str, Any]]
+) -> None:
     layers = layers_of(delivered)
     assert len(layers) == len(case.signatures), (case.name, delivered.signatures)
     if case.signatures:
@@ -82,7 +85,9 @@ def check_signatures(case: Case, delivered: Delivered, verified: list[dict]) -> 
         assert report["certificate_status"] == "trusted", case.name
 
 
-def check_decryption(case: Case, delivered: Delivered, decrypted: list[dict]) -> None:
+def check_decryption(
+    case: Case, delivered: Delivered, decrypted: list[dict[str, Any]]
+) -> None:
     if not case.decrypts:
         assert delivered.decryptions == (), case.name
         assert decrypted == [], case.name

@@ -145,10 +145,11 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     other_ca = _certificate("Other CA", keys[1], None, address=None)
     issuer = (ca, keys[0])
 
-    def issued(name: str, key: rsa.RSAPrivateKey, **options: object) -> Identity:
-        certificate = _certificate(
-            name, key, issuer, address=f"{name}@example.net", **options
-        )  # type: ignore[arg-type]
+    def issued(
+        name: str, key: rsa.RSAPrivateKey, days: tuple[int, int] = (-1, 365)
+    ) -> Identity:
+        address = f"{name}@example.net"
+        certificate = _certificate(name, key, issuer, address=address, days=days)
         return _write(directory, name, certificate, key)
 
     ca_path = directory / "ca.pem"
@@ -420,7 +421,7 @@ def check(name: str, delivered: Delivered, expected: Expected) -> None:
 
 
 def readable(message: bytes) -> bytes:
-    """The message, and for opaque SignedData its DER, which holds the content."""
+    """The message, and for opaque SignedData its DER, which contains the content."""
     head, _, body = message.partition(b"\r\n\r\n")
     if b"pkcs7-mime" not in head.lower() and b"smime.p7m" not in head.lower():
         return message

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import subprocess
 import tempfile
 import time
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from benchmarks import report, scenarios
+from benchmarks import profiling, report, scenarios
 from benchmarks.gateway import REPO, ServerProcess, free_port
 from benchmarks.measure import Bounds, Result, say
 
@@ -55,6 +56,12 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument(
         "--connections", type=int, help="concurrent SMTP connections (default 16)"
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="record each process with py-spy during every saturation phase",
     )
     parser.add_argument(
         "--no-save",
@@ -159,7 +166,12 @@ def main() -> int:
     args = parse_args()
     bounds = QUICK if args.quick else Bounds()
     if args.connections:
-        bounds = Bounds(**{**bounds.__dict__, "connections": args.connections})
+        bounds = dataclasses.replace(bounds, connections=args.connections)
+    if args.profile:
+        if profiling.available() is None:
+            say("py-spy is not installed; running without --profile")
+        else:
+            bounds = dataclasses.replace(bounds, profile_dir=args.profile.resolve())
     stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H%M%SZ")
     with tempfile.TemporaryDirectory(prefix="smimegw-bench-") as temporary:
         results = asyncio.run(run_all(args, Path(temporary), bounds))
@@ -170,6 +182,9 @@ def main() -> int:
     print("\n".join(report.summary_table(results)))
     print()
     print("\n".join(report.target_table(found)))
+    for result in results:
+        for note in result.notes:
+            print(f"note: {result.name}: {note}")
 
     header = {
         "stamp": stamp,

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmarks import procstat
+from benchmarks import procstat, profiling
 from benchmarks.load import Arrival, LoadRun, MessageSource, SinkLog, drive, percentile
 
 HARNESS = "harness"
@@ -28,6 +28,8 @@ class Bounds:
     half_rate_seconds: float = 12.0
     drain_seconds: float = 60.0
     warmup_messages: int = 20
+    # Where py-spy profiles of each saturation phase go; None: no profiling.
+    profile_dir: Path | None = None
 
 
 @dataclass
@@ -47,6 +49,9 @@ class Result:
     peak_mb: dict[str, float] = field(default_factory=dict)
     above_idle_mb: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    # The 1-minute load average when the measured phase started: other work
+    # on the machine shows here.
+    load: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -168,6 +173,13 @@ async def measure_smtp(
 
     say(f"{result.name}: saturation with {bounds.connections} connections")
     window = procstat.Window(dict(pids, **{HARNESS: os.getpid()}))
+    result.load = os.getloadavg()[0]
+    recorders = []
+    if bounds.profile_dir is not None:
+        profiled = {k: v for k, v in pids.items() if k not in (SINK, "nats-server")}
+        recorders = profiling.start(
+            bounds.profile_dir, result.name, profiled, bounds.saturation_seconds
+        )
     run, arrivals, drained = await load_phase(
         "saturation",
         port,
@@ -179,6 +191,7 @@ async def measure_smtp(
         max_seconds=bounds.saturation_seconds,
         window=window,
     )
+    await asyncio.to_thread(profiling.finish, recorders)
     arrived = [arrivals[i] for i in run.accepted if i in arrivals]
     if not arrived:
         result.status = f"failed: nothing arrived at the sink ({run.last_error})"
@@ -256,6 +269,7 @@ async def measure_single(
     sink = SinkLog(sink_log)
     run = LoadRun()
     stop = asyncio.Event()
+    result.load = os.getloadavg()[0]
     window.start()
     sampler = asyncio.create_task(window.sample_until(stop, interval=0.05))
     progress = asyncio.create_task(_report_progress(result.name, run, sink, stop))

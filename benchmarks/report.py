@@ -105,8 +105,8 @@ def _cell(value: float | None, digits: int = 1) -> str:
 def summary_table(results: list[Result]) -> list[str]:
     lines = [
         "| scenario | status | messages | size | throughput (msg/s) "
-        "| p50 ms | p95 ms | p99 ms | at rate (msg/s) | CPU ms/msg |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| p50 ms | p95 ms | p99 ms | at rate (msg/s) | CPU ms/msg | load |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for result in results:
         status = "ok" if result.ok else result.status
@@ -116,7 +116,8 @@ def summary_table(results: list[Result]) -> list[str]:
             f"| {result.name} | {status} | {result.messages} | {size} "
             f"| {_cell(result.throughput)} | {_cell(latency.get('p50'))} "
             f"| {_cell(latency.get('p95'))} | {_cell(latency.get('p99'))} "
-            f"| {_cell(result.half_rate)} | {_cell(result.cpu_ms.get('total'), 2)} |"
+            f"| {_cell(result.half_rate)} | {_cell(result.cpu_ms.get('total'), 2)} "
+            f"| {_cell(result.load)} |"
         )
     return lines
 
@@ -170,7 +171,8 @@ def markdown(
         "Throughput: messages that arrived at the sink during the saturation phase, "
         "divided by the time from the first send to the last arrival. Latency: from "
         "the client's `250` to the DATA of the same message at the sink, measured "
-        "while sending at half that throughput.",
+        "while sending at half that throughput. Load: the 1-minute load average "
+        "when the measured phase began (2 cores; other engineers' work included).",
         "",
         *summary_table(results),
         "",

@@ -14,7 +14,13 @@ from cryptography.hazmat.primitives.ciphers import algorithms
 from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
 
 from benchmarks import messages
-from benchmarks.gateway import GatewayProcess, ServerProcess, command_exists, free_port
+from benchmarks.gateway import (
+    CommandResult,
+    GatewayProcess,
+    ServerProcess,
+    command_exists,
+    free_port,
+)
 from benchmarks.keys import Identity, TestCa
 from benchmarks.load import MessageSource, Outgoing, percentile
 from benchmarks.measure import SINK, Bounds, Result, measure_single, measure_smtp, say
@@ -107,6 +113,7 @@ def crypto_alone(context: Context, encoding: Encoding, name: str) -> Result:
         sign_options.append(pkcs7.PKCS7Options.Binary)
     durations: list[float] = []
     deadline = time.monotonic() + context.bounds.saturation_seconds / 2
+    result.load = os.getloadavg()[0]
     cpu_start = time.process_time()
     wall_start = time.perf_counter()
     for index in range(context.bounds.max_messages):
@@ -236,6 +243,20 @@ async def _wait_for_commands(
         await asyncio.sleep(0.5)
 
 
+async def _retry_until_served(
+    gateway: GatewayProcess, argv: list[str], timeout: float = 60.0
+) -> CommandResult:
+    """Run a CLI command, again while the service behind it has not subscribed yet."""
+    deadline = time.monotonic() + timeout
+    while True:
+        outcome = await asyncio.to_thread(gateway.cli, *argv)
+        if "no service answers" not in outcome.output:
+            return outcome
+        if time.monotonic() >= deadline:
+            return outcome
+        await asyncio.sleep(0.5)
+
+
 async def _configure(gateway: GatewayProcess, steps: list[list[str]]) -> str | None:
     """Run CLI commands in order; the first failure's reason, or None.
 
@@ -245,7 +266,7 @@ async def _configure(gateway: GatewayProcess, steps: list[list[str]]) -> str | N
     if ready is not None:
         return ready
     for argv in steps:
-        outcome = await asyncio.to_thread(gateway.cli, *argv)
+        outcome = await _retry_until_served(gateway, argv)
         if outcome.status != 0:
             lines = [line for line in outcome.output.splitlines() if line.strip()]
             shown = " ".join(argv[:3])
@@ -290,13 +311,13 @@ async def gateway_outgoing(context: Context) -> list[Result]:
         if not command_exists(*words)
     ]
     if missing:
-        reason = f"`smimegw {' '.join(missing[0])}` does not exist"
-        return [_not_available(name, "gateway", reason) for name in OUTGOING_NAMES]
+        absent = f"`smimegw {' '.join(missing[0])}` does not exist"
+        return [_not_available(name, "gateway", absent) for name in OUTGOING_NAMES]
     gateway = GatewayProcess(context.directory / "gw-outgoing", context.sink_port)
     say("starting the gateway for sign and encrypt")
     gateway.start()
     try:
-        reason = await _configure(
+        reason: str | None = await _configure(
             gateway,
             [
                 ["ca", "import", str(context.ca.cert_path)],

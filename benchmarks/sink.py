@@ -36,8 +36,8 @@ def bench_id(recipients: list[str], content: bytes) -> str:
             return match.group(1)
     head = content[:_HEAD_BYTES]
     end = head.find(b"\r\n\r\n")
-    match = _BENCH_HEADER.search(head if end < 0 else head[:end])
-    return match.group(1).decode("ascii", "replace") if match else "-"
+    found = _BENCH_HEADER.search(head if end < 0 else head[:end])
+    return found.group(1).decode("ascii", "replace") if found else "-"
 
 
 def is_enveloped(content: bytes) -> bool:

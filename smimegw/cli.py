@@ -15,7 +15,15 @@ from smimegw.embedded import EmbeddedServerError
 from smimegw.settings import ConfigFileError
 
 # Modules under smimegw.commands, in the order their commands appear in --help.
-COMMAND_MODULES = ("gateway", "certificates", "rules", "audit", "trace", "parked")
+COMMAND_MODULES = (
+    "gateway",
+    "certificates",
+    "rules",
+    "audit",
+    "trace",
+    "parked",
+    "admin",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

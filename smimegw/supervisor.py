@@ -36,6 +36,8 @@ class Supervisor:
 
     def _spawn(self, name: str) -> subprocess.Popen[bytes]:
         command = [sys.executable, "-m", "smimegw", "serve", name]
+        if name == "admin":
+            command = [sys.executable, "-m", "smimegw", "admin", "serve"]
         if self.config is not None:
             command += ["--config", str(self.config)]
         env = dict(os.environ, SMIMEGW_NATS__URL=nats_url(self.settings))
@@ -68,6 +70,9 @@ class Supervisor:
             )
         for name in SERVICE_NAMES:
             self.children[name] = self._spawn(name)
+        if settings.admin.listen:
+            self.children["admin"] = self._spawn("admin")
+            print(f"admin API on http://{settings.admin.listen}/docs", flush=True)
         host, port = parse_host_port(settings.smtp.listen, "smtp.listen")
         embedded.wait_for_port(host, port, timeout=60.0)
         print(f"SMTP listening on {host}:{port}", flush=True)

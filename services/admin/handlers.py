@@ -9,6 +9,7 @@ with the service's category and message. Reads need any token, changes a
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, File, Form, HTTPException, Query, Request, UploadFile
@@ -36,6 +37,7 @@ from schemas.commands import Query as ConfigQuery
 from services.admin.auth import Reader, Writer
 from services.admin.bus import AdminBus, BusUnavailableError
 from smimegw import parking
+from smimegw.commands import trace
 
 router = APIRouter(prefix="/api/v1")
 
@@ -46,6 +48,8 @@ _STATUS_OF_CATEGORY = {
     "in-use": http.HTTP_409_CONFLICT,
     "conflict": http.HTTP_409_CONFLICT,
 }
+
+_TRACE_LIMIT = 10_000
 
 OptionalFile = Annotated[UploadFile | None, File()]
 OptionalText = Annotated[str | None, Form()]
@@ -355,15 +359,21 @@ async def audit_log(
 
 @router.get("/messages/{queue_id}/trace", dependencies=[Reader], tags=["logs"])
 async def message_trace(request: Request, queue_id: str) -> dict[str, Any]:
-    """Every event of one message, from SMTP to delivery, with its trace ids."""
-    # NOTE: built on the audit log. When `smimegw trace` gains its own query
-    # (spans by trace id), this endpoint should send that command instead.
-    reply = await _audit(request, {"queue_id": queue_id, "limit": 10_000})
-    if not reply.get("events"):
+    """One message's path through the gateway, as `smimegw trace` shows it."""
+    query = {"queue_id": queue_id, "records": True, "limit": _TRACE_LIMIT}
+    reply = await _audit(request, query)
+    steps = [asdict(trace.step_of(record)) for record in reply.get("records", [])]
+    if not steps:
         raise HTTPException(
-            http.HTTP_404_NOT_FOUND, f"no events of message {queue_id} in the audit log"
+            http.HTTP_404_NOT_FOUND,
+            f"no audit events for queue id {queue_id!r}; check the id in the 250 "
+            "reply or the Received header",
         )
-    return reply
+    return {
+        "queue_id": queue_id,
+        "steps": steps,
+        "truncated": bool(reply.get("truncated")),
+    }
 
 
 # Parked messages

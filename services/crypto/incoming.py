@@ -102,16 +102,15 @@ class IncomingProcessor:
         await self.follower.sync()
         outcome = _Outcome(event.plan_id, delivered=received, entity=received)
         sender = parse_header_block(received).value("From")
-        for depth in range(MAX_LAYERS + 1):
-            if depth == MAX_LAYERS:
-                log.warning(
-                    "plan %s: more than %d S/MIME layers; the rest stays closed",
-                    event.plan_id,
-                    MAX_LAYERS,
-                )
-                break
+        for _ in range(MAX_LAYERS):
             if not await self._open_layer(event, outcome, sender):
                 break
+        else:
+            log.warning(
+                "plan %s: stopped after %d S/MIME layers; any inner layer stays closed",
+                event.plan_id,
+                MAX_LAYERS,
+            )
 
         events: list[Event] = [*outcome.decryptions]
         if outcome.signature_layers:

@@ -9,6 +9,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import pkcs12
 
+from services.crypto.incoming import MAX_LAYERS
 from tests.config.conftest import RFC9216
 from tests.incoming.conftest import THUNDERBIRD, Incoming, wire_form
 
@@ -199,3 +200,26 @@ async def test_bad_input_delivered_unchanged(incoming: Incoming) -> None:
             [event] = decrypted[sender]
             assert event["status"] == "failed", name
             assert event["reason"], name
+
+
+async def test_nesting_stops_at_limit(incoming: Incoming) -> None:
+    message = b"Content-Type: text/plain\r\n\r\nDeep inside.\r\n"
+    for _ in range(MAX_LAYERS + 1):
+        done = subprocess.run(
+            [
+                "openssl", "cms", "-sign", "-nodetach",
+                "-signer", str(RFC9216 / "alice@smime.example.sig.pem"),
+            ],
+            input=message,
+            capture_output=True,
+            timeout=30,
+            check=True,
+        )  # fmt: skip
+        message = wire_form(done.stdout)
+    sender = await incoming.send(message)
+    delivered = (await incoming.delivered([sender]))[sender]
+
+    layers = [int(fields["layer"]) for fields in delivered.signatures]
+    assert layers == list(range(1, MAX_LAYERS + 1))
+    assert all(fields["result"] == "valid" for fields in delivered.signatures)
+    assert delivered.message == message

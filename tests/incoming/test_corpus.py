@@ -184,3 +184,27 @@ async def test_nested_parts_untouched(incoming: Incoming) -> None:
         assert message.signatures == (), name
         assert message.decryptions == (), name
         assert message.message == wire_form((BROWSER / name).read_bytes()), name
+
+
+async def test_oaep_and_ecdh_decrypt(incoming: Incoming) -> None:
+    interop = THUNDERBIRD.parent / "smime-interop"
+    for address, name in (
+        ("fran@example.com", "Fran"),
+        ("fran-ec@example.com", "Fran-ec"),
+    ):
+        # Fran's issuing CA is not in the corpus, so the bindings are unusable for
+        # outgoing mail, but their keys still decrypt.
+        reply = await incoming.admin.internal(address, interop / f"{name}.p12")
+        assert reply.ok, reply.error
+    names = sorted(path.name for path in interop.glob("*.env"))
+    senders = [await incoming.send((interop / name).read_bytes()) for name in names]
+    delivered = await incoming.delivered(senders)
+
+    assert len(names) == 6
+    for name, sender in zip(names, senders, strict=True):
+        message = delivered[sender]
+        [fields] = message.decryptions
+        assert fields["status"] == "decrypted", (name, fields)
+        expected = "ecdh" if name.startswith("fran-ec") else "rsa-oaep"
+        assert fields["key-algorithm"].startswith(expected), (name, fields)
+        assert b"This is a test message to Fran." in message.message, name

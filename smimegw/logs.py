@@ -1,10 +1,12 @@
 """Structured logging: one JSON object per line, with the ids of the message at hand.
 
 Handlers set the queue id and event id in context variables; every log record
-made while they run carries them, without passing them to each call, and the
-trace id of the current span. Warnings and errors that repeat word for word
-are rate-limited: the first passes, the repeats within the window are counted,
-and the next one after the window carries that count as `repeated`.
+made while they run carries them without passing them to each call. A record
+also carries the trace id of the current span.
+
+Warnings and errors that repeat word for word are rate-limited: the first
+passes, the repeats within the window are counted, and the next one after the
+window carries that count as `repeated`.
 """
 
 from __future__ import annotations
@@ -70,10 +72,10 @@ class JsonFormatter(logging.Formatter):
 class RepeatFilter(logging.Filter):
     """Rate-limit warnings and errors whose text repeats within `window` seconds.
 
-    Per distinct (logger, level, text): the first record passes; repeats within
-    the window are dropped and counted; the first one after the window passes
-    with `record.repeated` set to the number dropped. At most `max_keys` texts
-    are tracked, the least recently seen forgotten first.
+    For each distinct (logger, level, text), the first record passes. Repeats
+    within the window are dropped and counted, and the first one after the
+    window passes with `record.repeated` set to the number dropped. At most
+    `max_keys` texts are tracked, and the least recently seen is forgotten first.
     """
 
     def __init__(

@@ -5,9 +5,9 @@ an endpoint shows that service's counters plus FastStream's middleware metrics,
 which carry the service in their `app_name` label. Services started in one
 process (the test harness) share the registry and therefore every counter.
 
-Every label value comes from a small fixed set (a reply code, an operation, a
-result word, a stage name); `record_*` functions reject anything else, so a
-caller cannot put an address or a message into a label by mistake.
+Label values are categories: a reply code, an operation, a result word, a
+stage name. The `record_*` functions reject values that are not short
+lower-case words, so an address or a message text cannot become a label.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ _DELIVERY_RESULTS: Final = frozenset(get_args(DeliveryResult))
 # A label word: lower case, digits, "_", "-" and ".", at most 48 characters.
 _LABEL_WORD: Final = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,47}$")
 
-# Seconds; from a fast in-memory step to an SMTP relay that is slow to answer.
+# Seconds, from a fast in-memory step to an SMTP relay that is slow to reply.
 _STAGE_BUCKETS: Final = (
     0.001,
     0.005,
@@ -193,15 +193,15 @@ def time_stage(stage: str) -> Iterator[None]:
 
 
 def exposition() -> bytes:
-    """The registry in the Prometheus text format."""
+    """Render the registry in the Prometheus text format."""
     return generate_latest(REGISTRY)
 
 
 class MetricsServer:
     """GET /metrics on `listen` (HOST:PORT, port 0 for a free one), in a thread.
 
-    prometheus_client's server answers on its own thread, so a busy event loop
-    does not delay a scrape.
+    prometheus_client's server handles requests on its own thread, so a busy
+    event loop does not delay a scrape.
     """
 
     def __init__(self, listen: str) -> None:

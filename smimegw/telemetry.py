@@ -82,7 +82,7 @@ def add_span_processor(processor: SpanProcessor) -> None:
     """Attach `processor` to every tracer provider built after this call.
 
     For tests and embedding: an in-memory exporter shared by all services of
-    one process sees each message's whole trace.
+    one process receives each message's whole trace.
     """
     _extra_processors.append(_SharedProcessor(processor))
 
@@ -125,7 +125,7 @@ def use_tracer(tracer: Tracer) -> Iterator[None]:
 
 
 def current_tracer() -> Tracer:
-    """The service's tracer set by `use_tracer`, else the global provider's."""
+    """Return the service's tracer set by `use_tracer`, else the global one."""
     return _tracer_var.get() or trace.get_tracer(INSTRUMENTATION_NAME)
 
 
@@ -204,7 +204,7 @@ def crypto_span(
 
 
 def current_trace_id() -> str | None:
-    """The current span's trace id in 32 hex digits, or None outside a span."""
+    """Return the current span's trace id in 32 hex digits, or None outside one."""
     context = trace.get_current_span().get_span_context()
     if not context.is_valid:
         return None
@@ -212,7 +212,7 @@ def current_trace_id() -> str | None:
 
 
 def trace_id_of(traceparent: str | None) -> str | None:
-    """The trace id in a W3C `traceparent` header value, or None if invalid."""
+    """Extract the trace id from a W3C `traceparent` value; None if invalid."""
     if not traceparent:
         return None
     match = _TRACEPARENT.match(traceparent.strip().lower())

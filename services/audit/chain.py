@@ -1,12 +1,13 @@
 """The hash chain that makes the audit log tamper-evident.
 
 Each stored record carries `prev_hash`, the hash of the record before it in the
-store's insertion order (64 zeros for the first), and `hash`, the SHA-256 of
-its canonical bytes: the JSON object of every stored field except `hash`
-itself, keys sorted, no whitespace, UTF-8. Changing a field changes the hash;
-deleting a record leaves a gap in the ids and a `prev_hash` that matches
-nothing; rewriting a record together with its hash breaks the next record's
-`prev_hash`.
+store's insertion order (64 zeros for the first). It also carries `hash`, the
+SHA-256 of its canonical bytes. Those are the JSON object of every stored field
+except `hash` itself, with keys sorted and no whitespace, in UTF-8.
+
+Changing a field changes the hash. Deleting a record leaves a gap in the ids
+and a `prev_hash` that matches nothing. Rewriting a record together with its
+hash breaks the next record's `prev_hash`.
 
 NOTE: records deleted from the end, together with the chain head, cannot be
 detected from the store alone. Keep the head hash that `smimegw audit verify`
@@ -47,7 +48,7 @@ class StoredRecord:
 
 
 def canonical_bytes(record: StoredRecord) -> bytes:
-    """The bytes that `hash` covers: every field but `hash`, as canonical JSON."""
+    """Encode every field but `hash` as canonical JSON: the bytes `hash` covers."""
     fields = record.as_dict()
     del fields["hash"]
     return json.dumps(

@@ -86,7 +86,7 @@ class PostgresAuditStore(AuditStore):
                 )
 
     def _connect(self) -> psycopg.Connection[tuple[object, ...]]:
-        """The open connection, reconnecting after the server closed it."""
+        """Return the open connection, reconnecting after the server closed it."""
         connection = self._connection
         if connection is None or connection.closed or connection.broken:
             connection = psycopg.connect(

@@ -1,6 +1,6 @@
 """The event log: one hash-chained row per event, deduplicated by event id.
 
-`AuditStore` holds the SQL that SQLite and PostgreSQL share; the subclasses
+`AuditStore` contains the SQL that SQLite and PostgreSQL share. The subclasses
 supply connections and the lock that serialises writers, because the chain
 needs one insertion order. SQLite is the default; PostgreSQL is used when
 `audit.database_url` is set. Blocking: every method is called from a worker
@@ -37,7 +37,7 @@ class AuditStoreError(Exception):
 
 
 class Cursor(Protocol):
-    """What the store uses of a DB-API cursor (sqlite3 and psycopg)."""
+    """The part of a DB-API cursor the store uses (sqlite3 and psycopg)."""
 
     def execute(self, sql: Any, params: Sequence[Any] = ..., /) -> Any: ...
 
@@ -112,11 +112,11 @@ class AuditStore(ABC):
 
     @abstractmethod
     def _write(self) -> AbstractContextManager[Cursor]:
-        """A cursor in a transaction that holds the chain lock until it ends."""
+        """Yield a cursor in a transaction that holds the chain lock until it ends."""
 
     @abstractmethod
     def _read(self) -> AbstractContextManager[Cursor]:
-        """A cursor for reading."""
+        """Yield a cursor for reading."""
 
     @abstractmethod
     def close(self) -> None: ...
@@ -279,7 +279,7 @@ class AuditStore(ABC):
         since: datetime | None = None,
         limit: int = 1000,
     ) -> list[dict[str, object]]:
-        """The events of `query_records`, decoded."""
+        """Return the decoded events of `query_records`."""
         records = self.query_records(
             event_type=event_type, queue_id=queue_id, since=since, limit=limit
         )

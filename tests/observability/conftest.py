@@ -20,7 +20,7 @@ from smimegw.service import SERVICE_NAMES
 from tests.conftest import gateway_settings
 from tests.harness import Gateway, NatsServer, SinkServer
 
-# Text that must never show up in a span, a log line or a metric.
+# Body text that the tests look for in span attributes and metric names.
 BODY_MARKER = "Body-marker-7f3a: confidential text of the message."
 
 

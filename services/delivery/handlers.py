@@ -14,10 +14,17 @@ import asyncio
 import hashlib
 import json
 import logging
+import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from nats.js.errors import BadRequestError, KeyNotFoundError, KeyWrongLastSequenceError
+import nats.errors
+from nats.js.errors import (
+    BadRequestError,
+    KeyNotFoundError,
+    KeyWrongLastSequenceError,
+    ServiceUnavailableError,
+)
 from nats.js.kv import KeyValue
 
 from schemas import MailBounced, MailDeferred, MailDelivered, MailProcessed
@@ -85,6 +92,38 @@ class DeliveryHandlers:
         if self._kv is None:
             self._kv = await self.runtime.js.key_value(streams.DELIVERY_BUCKET)
         return self._kv
+
+    async def _record(self, key: str, state: DeliveryState) -> None:
+        """Store what the next hop answered, retrying while JetStream is unavailable.
+
+        The next hop has already accepted the message: a record that fails
+        makes the redelivery send it again. The put is idempotent, so it is
+        retried for up to half of bus.ack_wait, which covers a cluster electing
+        a new stream leader after losing a node, and ends before JetStream
+        hands the message to another replica.
+        """
+        budget = self.runtime.settings.bus.ack_wait.total_seconds() / 2
+        deadline = time.monotonic() + budget
+        delay = 0.1
+        while True:
+            try:
+                await (await self.kv()).put(key, state.encode())
+                return
+            except (
+                nats.errors.TimeoutError,
+                nats.errors.NoRespondersError,
+                nats.errors.ConnectionReconnectingError,
+                ServiceUnavailableError,
+            ) as err:
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.warning(
+                    "recording the delivery failed (%s); retrying in %.1f s",
+                    type(err).__name__,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
 
     async def load_state(self, key: str) -> DeliveryState:
         try:
@@ -212,7 +251,7 @@ class DeliveryHandlers:
             )
         if temporary:
             state.deferrals += 1
-        await (await self.kv()).put(event.event_id, state.encode())
+        await self._record(event.event_id, state)
         _count_outcomes(by_result, temporary)
 
         if temporary:

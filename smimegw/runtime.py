@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import nats.errors
 from faststream import AckPolicy
 from faststream.exceptions import IncorrectState
 from faststream.nats import JStream, NatsBroker, NatsMessage, PullSub
@@ -27,11 +28,11 @@ from nats.errors import NoRespondersError, NoServersError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy as JsAckPolicy
 from nats.js.api import ConsumerConfig, DeliverPolicy
-from nats.js.errors import ServiceUnavailableError
+from nats.js.errors import KeyNotFoundError, ServiceUnavailableError
 
 from schemas import Event, EventDecodeError, MailParked
 from smimegw import metrics, natsauth, streams, telemetry
-from smimegw.bodies import BodyStore
+from smimegw.bodies import BodyNotFoundError, BodyStore
 from smimegw.logs import message_context
 from smimegw.settings import Settings
 
@@ -289,6 +290,16 @@ class _ConsumerWrapper:
         # A service boundary: any other error is logged, retried with back-off,
         # and parked once the budget is spent, so no message is dropped.
         except Exception as err:
+            if isinstance(err, BodyNotFoundError) and await self._released(err.key):
+                # A redelivery after the message finished: its ack was lost
+                # while later stages completed and released the body.
+                log.info(
+                    "%s acked a stale redelivery: body %s was released",
+                    self.stage,
+                    err.key,
+                )
+                await msg.ack()
+                return
             budget = self.runtime.settings.bus.max_deliver
             if attempt.number < budget:
                 delay = min(2.0 ** (attempt.number - 1), 60.0)
@@ -308,6 +319,17 @@ class _ConsumerWrapper:
             reason = f"{type(err).__name__}: {err}"
             await self._park(raw.data, raw.headers, attempt, event, reason)
         await msg.ack()
+
+    async def _released(self, body_key: str) -> bool:
+        try:
+            kv = await self.runtime.js.key_value(streams.DELIVERY_BUCKET)
+            await kv.get(streams.released_key(body_key))
+        except KeyNotFoundError:
+            return False
+        except nats.errors.Error as err:
+            log.warning("cannot tell whether body %s was released: %s", body_key, err)
+            return False
+        return True
 
     async def _park(
         self,

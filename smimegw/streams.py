@@ -66,6 +66,16 @@ def stream_configs(settings: Settings) -> list[StreamConfig]:
     ]
 
 
+def released_key(body_key: str) -> str:
+    """The delivery_state key marking body `body_key` as deleted on purpose.
+
+    Delivery writes it before it deletes the body of a finished message, so a
+    stage that gets a stale redelivery of that message (its ack was lost) can
+    tell a released body from one that was never stored.
+    """
+    return f"released.{body_key}"
+
+
 async def provision(js: JetStreamContext, settings: Settings) -> None:
     """Create or update every stream and bucket; safe to run from every replica."""
     for config in stream_configs(settings):

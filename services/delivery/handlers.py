@@ -125,6 +125,11 @@ class DeliveryHandlers:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
+    async def _release(self, body_key: str) -> None:
+        """Mark the body released (see streams.released_key), then delete it."""
+        await (await self.kv()).put(streams.released_key(body_key), b"")
+        await self.runtime.bodies.delete(body_key)
+
     async def load_state(self, key: str) -> DeliveryState:
         try:
             entry = await (await self.kv()).get(key)
@@ -150,7 +155,7 @@ class DeliveryHandlers:
         if deferred:
             raise RetryLater(self._backoff(state.deferrals), "recipients deferred")
         for body_key in event.release_bodies:
-            await self.runtime.bodies.delete(body_key)
+            await self._release(body_key)
         if event.original_body is not None:
             await self._finish_plan(event, event.original_body)
 
@@ -181,7 +186,7 @@ class DeliveryHandlers:
         finishing plans of the same message at once never lose an update.
         """
         if event.plans <= 1:
-            await self.runtime.bodies.delete(original)
+            await self._release(original)
             return
         kv = await self.kv()
         key = f"plans-{original}"
@@ -205,7 +210,7 @@ class DeliveryHandlers:
             except (KeyWrongLastSequenceError, BadRequestError):
                 continue
         if len(done) >= event.plans:
-            await self.runtime.bodies.delete(original)
+            await self._release(original)
 
     async def _attempt(
         self,

@@ -9,14 +9,17 @@ subscription sees every publish, duplicates included.
 from __future__ import annotations
 
 import json
+import logging
 from collections import defaultdict
 from pathlib import Path
 
 import nats
+import pytest
 from nats.aio.msg import Msg
 
 from smimegw import streams
 from smimegw.service import SERVICE_NAMES
+from tests.cluster import consumers_settled
 from tests.conftest import gateway_settings
 from tests.harness import Gateway, NatsServer, SinkServer, wait_until
 from tests.pipeline.test_failures import send
@@ -31,8 +34,12 @@ STAGES = (
 
 
 async def test_redelivered_inputs_give_the_same_ids(
-    tmp_path: Path, nats_server: NatsServer, sink: SinkServer
+    tmp_path: Path,
+    nats_server: NatsServer,
+    sink: SinkServer,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.INFO, logger="smimegw.runtime")
     settings = gateway_settings(
         tmp_path, delivery={"relay_host": f"127.0.0.1:{sink.port}"}
     )
@@ -89,6 +96,22 @@ async def test_redelivered_inputs_give_the_same_ids(
             assert len(published[output]) >= 2, output
             assert len(set(published[output])) == 1, (output, published[output])
         assert len(sink.messages) == 1
+
+        # Once delivery released the body, a late redelivery finds it gone;
+        # it is acked as stale instead of retried and parked.
+        stored = await js.get_msg(streams.MAIL, subject="mail.received")
+        await js.publish(
+            "mail.received", stored.data or b"", headers={"Nats-Msg-Id": "late"}
+        )
+
+        async def acked_as_stale() -> bool:
+            return "policy acked a stale redelivery" in caplog.text
+
+        await wait_until(acked_as_stale, timeout=30)
+        await wait_until(
+            lambda: consumers_settled(nats_server.url, [(streams.MAIL, "policy")]),
+            timeout=30,
+        )
         parked = await js.stream_info(streams.PARKED)
         assert parked.state.messages == 0
     finally:

@@ -136,13 +136,29 @@ class Runtime:
         return self._bodies
 
     def start_metrics(self) -> None:
-        """Serve GET /metrics on `telemetry.metrics_listen`, if it is set."""
+        """Serve GET /metrics on `telemetry.metrics_listen`, if it is set.
+
+        A port already in use is logged and the service runs on without
+        metrics: losing the endpoint must not stop mail.
+        """
         listen = self.settings.telemetry.metrics_listen
-        if listen and self.metrics_server is None:
-            self.metrics_server = metrics.MetricsServer(listen)
-            self.metrics_server.start()
-            host, port = self.metrics_server.address
-            log.info("metrics on http://%s:%d/metrics", host, port)
+        if not listen or self.metrics_server is not None:
+            return
+        server = metrics.MetricsServer(listen)
+        try:
+            server.start()
+        except OSError as err:
+            log.error(
+                "%s serves no metrics: cannot listen on %s (%s); give each "
+                "process its own telemetry.metrics_listen port",
+                self.service,
+                listen,
+                err,
+            )
+            return
+        self.metrics_server = server
+        host, port = server.address
+        log.info("metrics on http://%s:%d/metrics", host, port)
 
     def close(self) -> None:
         """Stop the metrics endpoint and export the spans still buffered."""

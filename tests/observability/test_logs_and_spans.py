@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import http.server
 import json
 import logging
+import threading
+from typing import ClassVar
 
 import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+)
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
@@ -178,3 +184,54 @@ def test_trace_id_of_traceparent(header: str | None, expected: str | None) -> No
 def test_otlp_endpoint_must_be_http() -> None:
     with pytest.raises(ValueError, match="not an HTTP URL"):
         TelemetrySettings(otlp_endpoint="collector:4317")
+
+
+class Collector(http.server.BaseHTTPRequestHandler):
+    """An OTLP/HTTP trace receiver that keeps each request body."""
+
+    requests: ClassVar[list[tuple[str, str, bytes]]] = []
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length", "0"))
+        body = self.rfile.read(length)
+        self.requests.append((self.path, self.headers.get("Content-Type", ""), body))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        return None
+
+
+def test_spans_exported_over_otlp() -> None:
+    Collector.requests.clear()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Collector)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        endpoint = f"http://127.0.0.1:{server.server_port}/v1/traces"
+        provider = telemetry.build_tracer_provider(
+            "delivery", TelemetrySettings(otlp_endpoint=endpoint)
+        )
+        tracer = provider.get_tracer("test")
+        with telemetry.stage_span(
+            "delivery.attempt", {"smimegw.next_hop": "smtp:relay:25"}, tracer=tracer
+        ):
+            pass
+        assert provider.force_flush(10_000)
+        provider.shutdown()
+    finally:
+        server.shutdown()
+        server.server_close()
+    (path, content_type, body) = Collector.requests[0]
+    assert path == "/v1/traces"
+    assert content_type == "application/x-protobuf"
+    request = ExportTraceServiceRequest.FromString(body)
+    (resource_spans,) = request.resource_spans
+    service = {a.key: a.value.string_value for a in resource_spans.resource.attributes}[
+        "service.name"
+    ]
+    assert service == "smimegw-delivery"
+    names = [s.name for scope in resource_spans.scope_spans for s in scope.spans]
+    assert names == ["delivery.attempt"]

@@ -12,7 +12,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from schemas.commands import CRYPTO_COMMANDS, BindingCreate, Upload
 from smimegw import metrics
 from smimegw.client import send_command
-from tests.harness import Gateway, SinkServer, audit_events, wait_until
+from smimegw.runtime import Runtime
+from smimegw.settings import Settings
+from tests.harness import Gateway, SinkServer, audit_events, free_port, wait_until
 from tests.observability.conftest import BODY_MARKER, send, send_with_nul
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -174,3 +176,18 @@ def test_labels_reject_data() -> None:
         metrics.record_crypto("sign", "failed for alice@example.com")
     with pytest.raises(ValueError, match="not a 4xx or 5xx"):
         metrics.record_rejected(250)
+
+
+def test_port_in_use_logged(caplog: pytest.LogCaptureFixture) -> None:
+    settings = Settings(telemetry={"metrics_listen": f"127.0.0.1:{free_port()}"})
+    first = Runtime("ingress", settings, "nats://127.0.0.1:1")
+    second = Runtime("policy", settings, "nats://127.0.0.1:1")
+    try:
+        first.start_metrics()
+        second.start_metrics()
+        assert first.metrics_server is not None
+        assert second.metrics_server is None
+        assert "policy serves no metrics" in caplog.text
+    finally:
+        first.close()
+        second.close()

@@ -39,7 +39,12 @@ _SHARED_STREAMS = (streams.MAIL, streams.CONFIG, streams.BODIES, streams.PARKED)
 HELD_BUCKET = "held"
 _KV_STREAMS = tuple(
     f"KV_{bucket}"
-    for bucket in (streams.DELIVERY_BUCKET, streams.KEYS_BUCKET, HELD_BUCKET)
+    for bucket in (
+        streams.DELIVERY_BUCKET,
+        streams.KEYS_BUCKET,
+        HELD_BUCKET,
+        streams.PARTNERS_BUCKET,
+    )
 )
 
 # Mail events each service publishes, besides mail.parked, which any may.
@@ -143,6 +148,9 @@ def _publish_allow(user: str) -> list[str]:
     elif user == "policy":
         allow += ["config.>", *_config_follower(), *_consumer_api("MAIL", user)]
         allow += _kv(HELD_BUCKET) + _body_reader()
+        # The consumer that records partner capabilities from mail.verified.
+        allow += _consumer_api("MAIL", "policy_capabilities")
+        allow += ["parked.policy_capabilities", *_kv(streams.PARTNERS_BUCKET)]
     elif user == "crypto":
         allow += ["config.>", *_config_follower(), *_consumer_api("MAIL", user)]
         allow += ["body.>", *_body_reader(), *_kv(streams.KEYS_BUCKET)]

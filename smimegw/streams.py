@@ -39,6 +39,8 @@ DELIVERY_BUCKET: Final = "delivery_state"
 KEYS_BUCKET: Final = "keys"
 # Copies that wait for a recipient certificate (profiles with on_failure hold).
 HELD_BUCKET: Final = "held"
+# SMIMECapabilities that partners announced in trusted signed mail, per address.
+PARTNERS_BUCKET: Final = "partners"
 
 # JetStream drops a publish whose Nats-Msg-Id it has seen within this window.
 DUPLICATE_WINDOW_SECONDS: Final = 120.0
@@ -87,7 +89,7 @@ async def provision(js: JetStreamContext, settings: Settings) -> None:
             if err.err_code != 10058:
                 raise
             await js.update_stream(config)
-    for bucket in (DELIVERY_BUCKET, KEYS_BUCKET, HELD_BUCKET):
+    for bucket in (DELIVERY_BUCKET, KEYS_BUCKET, HELD_BUCKET, PARTNERS_BUCKET):
         try:
             await js.key_value(bucket)
         except NotFoundError:

@@ -9,6 +9,7 @@ from schemas.commands import POLICY_COMMANDS
 from services.policy.config import PolicyConfig
 from services.policy.handlers import PolicyHandlers
 from services.policy.hold import run_checks
+from services.policy.partners import CapabilityRecorder
 from smimegw.configbus import CommandServer
 from smimegw.configstate import ConfigFollower
 from smimegw.runtime import Runtime
@@ -19,6 +20,7 @@ class PolicyService:
         self.runtime = runtime
         self.handlers = PolicyHandlers(runtime)
         runtime.consume("mail.received", MailReceived, self.handlers.on_received)
+        self.capabilities = CapabilityRecorder(runtime)
         self.follower: ConfigFollower | None = None
         self.commands: CommandServer | None = None
         self.stopping = asyncio.Event()

@@ -14,6 +14,7 @@ import logging
 from dataclasses import dataclass
 
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from schemas import CryptoOperation, MailRouted, ProfileSpec
@@ -45,8 +46,13 @@ def protect_message(
     profile: ProfileSpec,
     signer: Signer | None,
     recipients: list[x509.Certificate],
+    content_algorithm: str | None = None,
 ) -> bytes:
-    """Sign, then encrypt, as `profile` says. CPU-bound: run it in a thread."""
+    """Sign, then encrypt, as `profile` says. CPU-bound: run it in a thread.
+
+    `content_algorithm` replaces the profile's algorithm, as the plan chose it.
+    """
+    algorithm = content_algorithm or profile.algorithm
     outer, entity = outgoing.split_message(message)
     entity = canonical.canonicalize(entity)
     if signer is not None:
@@ -57,6 +63,7 @@ def protect_message(
             signer.key,  # type: ignore[arg-type]
             digest=profile.digest,
             detached=detached,
+            rsa_padding=_rsa_padding(profile, signer.key),
             extra_certificates=signer.chain,
         )
         if detached:
@@ -64,14 +71,17 @@ def protect_message(
         else:
             entity = outgoing.pkcs7_mime_entity(der, "signed-data")
     if recipients:
-        der = envelope.encrypt(entity, recipients, content_algorithm=profile.algorithm)
+        der = envelope.encrypt(entity, recipients, content_algorithm=algorithm)
         smime_type = (
-            "authEnveloped-data"
-            if profile.algorithm.endswith("-gcm")
-            else "enveloped-data"
+            "authEnveloped-data" if algorithm.endswith("-gcm") else "enveloped-data"
         )
         entity = outgoing.pkcs7_mime_entity(der, smime_type)
     return outgoing.join_message(outer, entity)
+
+
+def _rsa_padding(profile: ProfileSpec, key: PrivateKeyTypes) -> signed.RsaPadding:
+    """Return the profile's RSA padding for an RSA key; other keys take no padding."""
+    return profile.rsa_padding if isinstance(key, rsa.RSAPrivateKey) else "pkcs1v15"
 
 
 class OutgoingProcessor:
@@ -111,6 +121,9 @@ class OutgoingProcessor:
                     algorithm=f"{profile.digest} {profile.signature}",
                     certificates=(binding.facts.sha256_fingerprint,),
                     binding_ids=(binding.binding_id,),
+                    detail=f"rsa padding {_rsa_padding(profile, key)}"
+                    if isinstance(key, rsa.RSAPrivateKey)
+                    else "",
                 )
             )
 
@@ -120,20 +133,24 @@ class OutgoingProcessor:
             binding = await self._binding(entry.binding_id)
             recipients.append(binding.certificate)
             bindings.append(binding)
+        algorithm = plan.content_algorithm or profile.algorithm
         if recipients:
+            detail = f"{len(recipients)} RecipientInfo(s)"
+            if plan.algorithm_reason:
+                detail = f"{detail}; {plan.algorithm_reason}"
             operations.append(
                 CryptoOperation(
                     operation="encrypt",
-                    algorithm=profile.algorithm,
+                    algorithm=algorithm,
                     certificates=tuple(b.facts.sha256_fingerprint for b in bindings),
                     binding_ids=tuple(b.binding_id for b in bindings),
-                    weak=profile.algorithm in WEAK_CONTENT,
-                    detail=f"{len(recipients)} RecipientInfo(s)",
+                    weak=algorithm in WEAK_CONTENT,
+                    detail=detail,
                 )
             )
         try:
             body = await asyncio.to_thread(
-                protect_message, message, profile, signer, recipients
+                protect_message, message, profile, signer, recipients, algorithm
             )
         except (MimeError, CmsError) as err:
             # Retrying cannot change the message: park it with the reason.

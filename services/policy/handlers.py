@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from schemas import MailHeld, MailReceived, MailRouted, MailUnprotected
 from services.policy.hold import HeldCopy, HoldQueue
+from services.policy.partners import PartnerStore
 from services.policy.planning import Group, Headers, Planner, profile_spec
 from smimegw.configstate import ConfigFollower
 from smimegw.runtime import Attempt, Runtime
@@ -20,6 +21,7 @@ class PolicyHandlers:
         self.runtime = runtime
         self.internal_domains = frozenset(runtime.settings.internal_domains)
         self.holds = HoldQueue(runtime)
+        self.partners = PartnerStore(runtime)
         # Set by the service once the configuration is loaded.
         self.follower: ConfigFollower | None = None
 
@@ -30,9 +32,10 @@ class PolicyHandlers:
 
     async def on_received(self, event: MailReceived, attempt: Attempt) -> None:
         headers = Headers.parse(await self.runtime.bodies.head(event.body))
+        partners = await self.partners.capabilities_of(event.recipients)
         attributes = {"smimegw.recipients": len(event.recipients)}
         with stage_span("policy.decision", attributes) as span:
-            groups = self.planner().plan(event, headers, datetime.now(UTC))
+            groups = self.planner().plan(event, headers, datetime.now(UTC), partners)
             span.set_attribute("smimegw.policy.plans", len(groups))
             span.set_attribute("smimegw.policy.held", sum(g.held for g in groups))
             actions = ",".join(sorted({g.action for g in groups}))
@@ -92,7 +95,10 @@ class PolicyHandlers:
     async def replan(self, narrowed: MailReceived, copy: HeldCopy) -> MailRouted | None:
         """The plan for a held copy if its certificate is there now, else None."""
         head = await self.runtime.bodies.head(narrowed.body)
-        groups = self.planner().plan(narrowed, Headers.parse(head), datetime.now(UTC))
+        partners = await self.partners.capabilities_of(narrowed.recipients)
+        groups = self.planner().plan(
+            narrowed, Headers.parse(head), datetime.now(UTC), partners
+        )
         if len(groups) != 1 or groups[0].action != "protect":
             return None
         return routed_event(
@@ -124,4 +130,6 @@ def routed_event(
         signer_binding=group.signer.binding_id if group.signer else None,
         encrypt_to=tuple(group.encrypt_to),
         status=group.status,
+        content_algorithm=group.content_algorithm,
+        algorithm_reason=group.algorithm_reason,
     )

@@ -15,10 +15,17 @@ and the profile's failure action applies.
 Recipients with certificates share one protected message with one RecipientInfo
 each, except Bcc recipients (in the envelope but in no To or Cc field): each gets
 a copy of its own, so no Bcc address is revealed to the others.
+
+A group that is encrypted gets the strongest content algorithm that every
+recipient announced in trusted signed mail (SMIMECapabilities, recorded by
+`partners`), and never one weaker than its profile's algorithm, which is the
+floor. A recipient that announced nothing gets the profile's algorithm, so
+AES-GCM is chosen above the floor only when every recipient announced it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.parser import BytesHeaderParser
@@ -33,6 +40,21 @@ from smimegw.x509 import address_key
 
 # Status for recipients bounced by policy: RFC 3463 "delivery not authorized".
 NO_CERTIFICATE_STATUS = "5.7.1"
+
+# Content encryption from strongest to weakest. AES-GCM comes first because it
+# authenticates the content (AuthEnvelopedData, RFC 5083), then key length.
+CONTENT_STRENGTH = (
+    "aes256-gcm",
+    "aes192-gcm",
+    "aes128-gcm",
+    "aes256-cbc",
+    "aes192-cbc",
+    "aes128-cbc",
+    "3des-cbc",
+)
+
+# Announced algorithms per address_key, for the addresses that announced any.
+PartnerCapabilities = Mapping[str, tuple[str, ...]]
 
 
 @dataclass(frozen=True)
@@ -74,6 +96,9 @@ class Group:
     # Set for a send-plain group: why it leaves unprotected.
     unprotected: str | None = None
     held: bool = False
+    # Set for a group that is encrypted, by choose_content_algorithm.
+    content_algorithm: str | None = None
+    algorithm_reason: str | None = None
 
 
 def profile_spec(profile: ProfileCreated) -> ProfileSpec:
@@ -85,6 +110,7 @@ def profile_spec(profile: ProfileCreated) -> ProfileSpec:
         signature=profile.signature,
         on_failure=profile.on_failure,
         encrypt_to_self=profile.encrypt_to_self,
+        rsa_padding=profile.rsa_padding,
     )
 
 
@@ -117,8 +143,18 @@ class Planner:
             return None, f"no usable signing certificate for {headers.from_address}"
         return binding, ""
 
-    def plan(self, event: MailReceived, headers: Headers, now: datetime) -> list[Group]:
-        """Groups in a fixed order, so a redelivered message gets the same plan ids."""
+    def plan(
+        self,
+        event: MailReceived,
+        headers: Headers,
+        now: datetime,
+        partners: PartnerCapabilities | None = None,
+    ) -> list[Group]:
+        """Groups in a fixed order, so a redelivered message gets the same plan ids.
+
+        `partners` holds the algorithms that recipients announced; a recipient
+        missing from it gets the profile's algorithm.
+        """
         groups: dict[tuple[str, ...], Group] = {}
         signer, signer_problem = self.signer_for(event, headers, now)
         for recipient in event.recipients:
@@ -142,6 +178,11 @@ class Planner:
         ordered = [groups[key] for key in sorted(groups)]
         for group in ordered:
             self._add_self(group, event.sender, now)
+            profile = group.profile
+            if group.action == "protect" and profile and "encrypt" in profile.action:
+                group.content_algorithm, group.algorithm_reason = (
+                    choose_content_algorithm(profile, group.recipients, partners or {})
+                )
         return ordered
 
     def _place(
@@ -227,3 +268,38 @@ class Planner:
         binding = self.state.select(sender, "internal", "encryption", now)
         if binding is not None:
             group.encrypt_to.append(recipient_certificate(sender, binding))
+
+
+def choose_content_algorithm(
+    profile: ProfileCreated, recipients: list[str], partners: PartnerCapabilities
+) -> tuple[str, str]:
+    """Return the content algorithm for `recipients` and the reason for it.
+
+    The encrypt-to-self certificate is left out: it is the sender's own, an
+    internal binding whose mail the gateway decrypts with any algorithm.
+    """
+    floor = profile.algorithm
+    source = f"the algorithm of profile {profile.name}"
+    if floor not in CONTENT_STRENGTH:
+        return floor, f"{floor}: {source}"
+    unknown = [r for r in recipients if not partners.get(address_key(r))]
+    if unknown:
+        return floor, (
+            f"{floor}: {source}, because {len(unknown)} recipient(s) such as "
+            f"<{unknown[0]}> announced no SMIMECapabilities in trusted signed mail"
+        )
+    common = set(CONTENT_STRENGTH)
+    for recipient in recipients:
+        common &= set(partners[address_key(recipient)])
+    stronger = CONTENT_STRENGTH[: CONTENT_STRENGTH.index(floor)]
+    for candidate in stronger:
+        if candidate in common:
+            return candidate, (
+                f"{candidate}: the strongest algorithm that every recipient "
+                f"announced in SMIMECapabilities; {floor} from profile "
+                f"{profile.name} is the floor"
+            )
+    return floor, (
+        f"{floor}: {source}, because the recipients announced no stronger "
+        "algorithm in common"
+    )

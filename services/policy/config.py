@@ -318,6 +318,7 @@ class PolicyConfig:
             on_failure=command.on_failure,
             encrypt_to_self=command.encrypt_to_self,
             hold_timeout=hold_timeout.total_seconds(),
+            rsa_padding=command.rsa_padding,
         )
         await publish_config(self.runtime, [event], self.state.last_sequence)
         warnings: tuple[str, ...] = ()
@@ -431,6 +432,7 @@ class PolicyConfig:
                             "on_failure",
                             "encrypt_to_self",
                             "hold_timeout",
+                            "rsa_padding",
                         }
                     ),
                     "weak": profile.algorithm in WEAK_ALGORITHMS,

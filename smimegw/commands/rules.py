@@ -30,6 +30,7 @@ def cmd_profile_create(args: argparse.Namespace) -> int:
         on_failure=args.on_failure,
         encrypt_to_self=args.encrypt_to_self,
         hold_timeout=args.hold_timeout,
+        rsa_padding=args.rsa_padding,
     )
     send(args, POLICY_COMMANDS, command)
     print(f"created profile {args.name}")
@@ -125,6 +126,13 @@ def register(commands: Any) -> None:
         "--encrypt-to-self",
         action="store_true",
         help="also encrypt to the sender's own certificate",
+    )
+    create.add_argument(
+        "--rsa-padding",
+        default="pkcs1v15",
+        choices=("pkcs1v15", "pss"),
+        help="signature scheme for RSA signer keys: PKCS#1 v1.5 or RSA-PSS "
+        "(RFC 4056); EC keys sign with ECDSA either way",
     )
     create.add_argument(
         "--hold-timeout",

@@ -306,6 +306,8 @@ class LoadResult:
     """What a load run sent: index -> queue ids answered 250 (one, or more)."""
 
     accepted: dict[int, list[str]] = field(default_factory=dict)
+    # index -> time.monotonic() of its first 250
+    accepted_at: dict[int, float] = field(default_factory=dict)
     resends: int = 0
     first_accept: float = 0.0
     last_accept: float = 0.0
@@ -382,6 +384,7 @@ async def send_load(
                 result.first_accept = result.first_accept or now
                 result.last_accept = now
                 result.accepted.setdefault(index, []).append(reply.rsplit(" ", 1)[-1])
+                result.accepted_at.setdefault(index, now)
                 break
         if smtp is not None:
             try:

@@ -285,11 +285,15 @@ async def soak(args: argparse.Namespace, base: Path) -> dict[str, Any]:
             if i in accepted_at
         ]
         recorded = await record_times(cluster.urls)
-        windows = [
-            recorded[i] - first_arrival[i].replied_at
-            for i in first_arrival
-            if i in recorded
-        ]
+        # From the 250 that the record is about: the last one before it.
+        replies: dict[int, list[float]] = {}
+        for arrival in sink.arrivals:
+            replies.setdefault(arrival.index, []).append(arrival.replied_at)
+        windows = []
+        for index, at in recorded.items():
+            before = [t for t in replies.get(index, []) if t <= at]
+            if before:
+                windows.append(at - max(before))
         nc = await nats.connect(cluster.urls.split(","))
         try:
             js = nc.jetstream()

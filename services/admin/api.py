@@ -39,20 +39,29 @@ class BodyLimit:
                 await self._reject(send)
                 return
         received = 0
+        exceeded = False
+        rejected = False
 
         async def limited() -> Message:
-            nonlocal received
+            nonlocal received, exceeded
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.limit:
-                    raise _TooLargeError
+                    # End the body here; the app's reply is replaced below.
+                    exceeded = True
+                    return {"type": "http.request", "body": b"", "more_body": False}
             return message
 
-        try:
-            await self.app(scope, limited, send)
-        except _TooLargeError:
-            await self._reject(send)
+        async def replace_reply(message: Message) -> None:
+            nonlocal rejected
+            if not exceeded:
+                await send(message)
+            elif not rejected:
+                rejected = True
+                await self._reject(send)
+
+        await self.app(scope, limited, replace_reply)
 
     async def _reject(self, send: Send) -> None:
         body = (
@@ -69,10 +78,6 @@ class BodyLimit:
             }
         )
         await send({"type": "http.response.body", "body": body})
-
-
-class _TooLargeError(Exception):
-    pass
 
 
 async def _validation_error(request: Request, error: Exception) -> JSONResponse:

@@ -10,8 +10,8 @@ Retry publishes the original bytes again on their original subject with a new
 `Nats-Msg-Id` (JetStream would drop the event id as a duplicate within its
 window), then deletes the parked copy. Handlers are idempotent, so a retry that
 is interrupted between the two steps and run again does no harm. Drop deletes
-the parked copy only; the message body stays in the BODIES stream, named in
-the result, because other plans of the same message may still need it.
+the parked copy only. The message body stays in the BODIES stream, because
+other plans of the same message may still need it, and the result names it.
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def describe(message: RawStreamMsg) -> ParkedMessage:
 
 
 def _envelope(data: bytes) -> dict[str, Any]:
-    """The event's JSON object, or nothing for bytes that were never an event."""
+    """Parse the event's JSON object, or return {} for bytes that are not one."""
     try:
         value = json.loads(data)
     except ValueError:
@@ -101,7 +101,7 @@ def _text(value: object) -> str | None:
 async def list_parked(
     js: JetStreamContext, *, stage: str | None = None, limit: int = 1000
 ) -> list[ParkedMessage]:
-    """Parked messages oldest first, at most `limit`, of one stage or all."""
+    """List parked messages oldest first, at most `limit`, of one stage or all."""
     subject = f"parked.{stage}" if stage else _ALL
     found: list[ParkedMessage] = []
     sequence = 1

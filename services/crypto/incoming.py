@@ -73,6 +73,7 @@ class _Outcome:
     delivered: bytes = field(repr=False)
     # The entity of the layer being opened; the whole message at first.
     entity: bytes = field(repr=False)
+    config_synced: bool = False
     signature_layers: list[tuple[SignerReport, ...]] = field(default_factory=list)
     decryptions: list[MailDecrypted] = field(default_factory=list)
     operations: list[CryptoOperation] = field(default_factory=list)
@@ -97,9 +98,6 @@ class IncomingProcessor:
             log.warning("plan %s: header block not parsed: %s", event.plan_id, err)
             return Transformed(message, ())
 
-        # Read every configuration event stored so far, so that a binding or CA
-        # imported just before this message is used.
-        await self.follower.sync()
         outcome = _Outcome(event.plan_id, delivered=received, entity=received)
         sender = parse_header_block(received).value("From")
         for _ in range(MAX_LAYERS):
@@ -127,6 +125,16 @@ class IncomingProcessor:
             len(outcome.decryptions),
         )
         return Transformed(body, tuple(outcome.operations), tuple(events))
+
+    async def _sync_config(self, outcome: _Outcome) -> None:
+        """Read every configuration event stored so far, once per message.
+
+        A binding or CA imported just before the message is then used. Mail without
+        S/MIME never waits for this.
+        """
+        if not outcome.config_synced:
+            await self.follower.sync()
+            outcome.config_synced = True
 
     async def _open_layer(
         self, event: MailRouted, outcome: _Outcome, sender: str | None
@@ -164,6 +172,7 @@ class IncomingProcessor:
         The decrypted entity replaces the body of `outcome.delivered`.
         """
         index = len(outcome.decryptions)
+        await self._sync_config(outcome)
         try:
             recipients = await asyncio.to_thread(recipient_ids, der)
         except CmsError as err:
@@ -224,6 +233,7 @@ class IncomingProcessor:
     ) -> bytes | None:
         """Verify one signature layer; report it and return its signed content."""
         layer = len(outcome.signature_layers) + 1
+        await self._sync_config(outcome)
         anchors = self.follower.state.ca_certificates()
         now = datetime.now(UTC)
         assert smime.der is not None

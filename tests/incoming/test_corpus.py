@@ -208,3 +208,18 @@ async def test_oaep_and_ecdh_decrypt(incoming: Incoming) -> None:
         expected = "ecdh" if name.startswith("fran-ec") else "rsa-oaep"
         assert fields["key-algorithm"].startswith(expected), (name, fields)
         assert b"This is a test message to Fran." in message.message, name
+
+
+async def test_nested_sigs_outer_layer_only(incoming: Incoming) -> None:
+    # The inner signature is in a message/rfc822 attachment inside multipart/mixed,
+    # so it is not a layer of this message.
+    original = (BROWSER / "nested-sigs.eml").read_bytes()
+    sender = await incoming.send(original)
+    delivered = (await incoming.delivered([sender]))[sender]
+
+    [fields] = delivered.signatures
+    # OpenSSL 3.0 finds the same digest mismatch in the outer signature.
+    assert fields["result"] == "invalid"
+    assert fields["reason"] == "digest mismatch"
+    assert fields["from"] == "mismatch"  # From: nobody1@example.com
+    assert delivered.message == wire_form(original)

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from fuzz.cms_corpus import trust_anchors
+from services.crypto.cms.errors import MalformedCmsError
 from services.crypto.cms.signed import verify
 from tests.harness import REPO
 
@@ -51,3 +52,16 @@ def test_duplicate_extension_certificate_is_skipped() -> None:
     assert signer.signature == "invalid"
     assert signer.signer is None
     assert signer.certificate_reason == "signer certificate not found"
+
+
+def test_issuer_attribute_of_wrong_type_is_malformed() -> None:
+    # A SignerInfo whose issuer name holds an attribute value of the wrong type
+    # made asn1crypto raise AttributeError while comparing names.
+    der = (REGRESSIONS / "cms_signed" / "issuer-attribute-value-type").read_bytes()
+    with pytest.raises(MalformedCmsError, match="SignedData is not valid DER/BER"):
+        verify(
+            der,
+            detached_content=None,
+            trust_anchors=trust_anchors(),
+            now=datetime(2026, 12, 4, tzinfo=UTC),
+        )

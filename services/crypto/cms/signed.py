@@ -114,7 +114,8 @@ _ATTRIBUTE_NAMES = {NameOID.EMAIL_ADDRESS: "emailAddress"}
 _BUILDER_CURVES = (ec.SECP256R1, ec.SECP384R1, ec.SECP521R1)
 
 # Exceptions asn1crypto raises on malformed input, since it decodes lazily on access.
-# RecursionError covers deeply nested constructed encodings.
+# RecursionError covers deeply nested constructed encodings. AttributeError comes
+# from Name.hashable (asn1crypto 1.5.1) for an attribute value of the wrong type.
 _DECODE_ERRORS = (
     ValueError,
     TypeError,
@@ -122,6 +123,7 @@ _DECODE_ERRORS = (
     KeyError,
     OverflowError,
     RecursionError,
+    AttributeError,
 )
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -93,10 +94,10 @@ class IncomingProcessor:
         try:
             received = strip_headers(message, RESULT_HEADERS)
         except MimeError as err:
-            # NOTE: a header block beyond the MIME limits cannot be parsed, so forged
-            # result fields in it stay; the message is delivered as received.
+            # Beyond the MIME parser's limits nothing is opened, but forged result
+            # fields are still removed.
             log.warning("plan %s: header block not parsed: %s", event.plan_id, err)
-            return Transformed(message, ())
+            return Transformed(_strip_result_fields_by_line(message), ())
 
         outcome = _Outcome(event.plan_id, delivered=received, entity=received)
         sender = parse_header_block(received).value("From")
@@ -283,6 +284,37 @@ class IncomingProcessor:
             return verification
         crlf = await asyncio.to_thread(run, smime.signed_content_crlf)
         return verification if _digest_mismatch(crlf) else crlf
+
+
+_RESULT_FIELD_START = re.compile(
+    b"(?:"
+    + b"|".join(re.escape(name.encode()) for name in RESULT_HEADERS)
+    + rb")[ \t]*:",
+    re.IGNORECASE,
+)
+
+
+def _strip_result_fields_by_line(message: bytes) -> bytes:
+    """Remove result fields from a header block of any size, line by line.
+
+    The MIME parser rejects header blocks beyond its limits; this scan has none and
+    keeps every other byte. Lines end with LF or CRLF, as SMTP delivers them.
+    """
+    kept: list[bytes] = []
+    position = 0
+    dropping = False
+    while position < len(message):
+        end = message.find(b"\n", position)
+        end = len(message) if end < 0 else end + 1
+        line = message[position:end]
+        if line in (b"\r\n", b"\n"):
+            break
+        if line[:1] not in (b" ", b"\t"):
+            dropping = _RESULT_FIELD_START.match(line) is not None
+        if not dropping:
+            kept.append(line)
+        position = end
+    return b"".join(kept) + message[position:]
 
 
 def _detect(entity: bytes) -> Smime:

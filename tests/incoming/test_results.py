@@ -10,6 +10,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from services.crypto.incoming import MAX_LAYERS
+from services.crypto.mime.limits import MAX_HEADER_FIELDS
 from tests.config.conftest import RFC9216
 from tests.incoming.conftest import THUNDERBIRD, Incoming, wire_form
 
@@ -223,3 +224,18 @@ async def test_nesting_stops_at_limit(incoming: Incoming) -> None:
     assert layers == list(range(1, MAX_LAYERS + 1))
     assert all(fields["result"] == "valid" for fields in delivered.signatures)
     assert delivered.message == message
+
+
+async def test_forged_fields_removed_past_limit(incoming: Incoming) -> None:
+    # More header fields than the MIME parser reads: nothing is opened, but the
+    # forged field near the end is still removed.
+    filler = b"".join(
+        b"X-Filler-%d: %d\r\n" % (number, number)
+        for number in range(MAX_HEADER_FIELDS + 5)
+    )
+    message = filler + FORGED + b"Subject: many fields\r\n\r\nBody.\r\n"
+    sender = await incoming.send(message)
+    delivered = (await incoming.delivered([sender]))[sender]
+
+    assert b"x-smimegw-" not in delivered.content.lower()
+    assert delivered.message == filler + b"Subject: many fields\r\n\r\nBody.\r\n"

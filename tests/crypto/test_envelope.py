@@ -288,6 +288,7 @@ OPENSSL_CASES = [
     ("rsa", "-des3", [], [], "3des-cbc", "rsa-pkcs1v15"),
     ("rsa", "-aes-128-gcm", [], [], "aes128-gcm", "rsa-pkcs1v15"),
     ("rsa", "-aes-256-gcm", [], [], "aes256-gcm", "rsa-pkcs1v15"),
+    ("rsa", "-aes-192-gcm", [], [], "aes192-gcm", "rsa-pkcs1v15"),
     ("rsa", "-aes-256-cbc", [], ["-keyid"], "aes256-cbc", "rsa-pkcs1v15"),
     (
         "rsa",
@@ -364,6 +365,14 @@ OPENSSL_CASES = [
         "ecdh-p384-sha384-3des-wrap",
     ),
     (
+        "p384",
+        "-aes-192-gcm",
+        ["ecdh_kdf_md:sha512"],
+        ["-keyid"],
+        "aes192-gcm",
+        "ecdh-p384-sha512-aes192-wrap",
+    ),
+    (
         "p521",
         "-aes192",
         ["ecdh_kdf_md:sha512"],
@@ -380,6 +389,17 @@ OPENSSL_CASES = [
         "ecdh-cofactor-p521-sha224-aes256-wrap",
     ),
 ]
+
+
+def test_round_trip_tables_cover_every_algorithm() -> None:
+    encrypted_by_gateway = {algorithm for _, algorithm, _ in GATEWAY_CASES}
+    encrypted_by_openssl = {case[4] for case in OPENSSL_CASES}
+    assert encrypted_by_gateway == set(envelope.CONTENT_ALGORITHMS)
+    assert encrypted_by_openssl == set(envelope.CONTENT_ALGORITHMS)
+    transports_by_gateway = {transport for _, _, transport in GATEWAY_CASES}
+    assert transports_by_gateway == set(envelope.RSA_KEY_TRANSPORTS)
+    curves_by_openssl = {case[0] for case in OPENSSL_CASES}
+    assert curves_by_openssl == {"rsa", "p256", "p384", "p521"}
 
 
 @pytest.mark.parametrize(

@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "trace",
     "parked",
     "admin",
+    "keys",
 )
 
 

@@ -31,6 +31,8 @@ from smimegw import streams
 from smimegw.settings import Settings
 
 SERVICE_USERS = ("ingress", "policy", "crypto", "delivery", "audit", "admin")
+# `smimegw keys rotate-kek`, run beside the KEK file, reseals the keys bucket.
+KEYS_TOOL_USER = "keys"
 CLI_USER = "cli"
 AUDIT_QUERY = "smimegw.audit.query"
 
@@ -55,6 +57,7 @@ _MAIL_EVENTS: Mapping[str, tuple[str, ...]] = {
     "delivery": ("mail.delivered", "mail.deferred", "mail.bounced", "mail.processed"),
     "audit": (),
     "admin": (),
+    KEYS_TOOL_USER: (),
 }
 
 
@@ -163,6 +166,8 @@ def _publish_allow(user: str) -> list[str]:
         allow += _consumer_api(streams.CONFIG, "audit_config")
     elif user == "admin":
         allow += _cli_publish()
+    elif user == KEYS_TOOL_USER:
+        allow += _kv(streams.KEYS_BUCKET)
     return allow
 
 
@@ -214,7 +219,7 @@ def server_config(
             "subscribe": {"allow": ["_INBOX.>"]},
         },
     }
-    users = [_user_entry(user, passwords[user]) for user in SERVICE_USERS]
+    users = [_user_entry(user, passwords[user]) for user in passwords]
     config: dict[str, Any] = {
         "authorization": {"users": [*users, cli]},
         "no_auth_user": CLI_USER,
@@ -231,7 +236,21 @@ def server_config(
 
 
 def new_passwords() -> dict[str, str]:
-    return {user: secrets.token_urlsafe(32) for user in SERVICE_USERS}
+    users = (*SERVICE_USERS, KEYS_TOOL_USER)
+    return {user: secrets.token_urlsafe(32) for user in users}
+
+
+def keys_tool_password_path(settings: Settings) -> Path:
+    """The password of the `keys` user, which `smimegw run` writes with mode 0600."""
+    return settings.data_dir / "nats" / "keys.password"
+
+
+def write_secret(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(descriptor, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(text)
 
 
 def write_server_config(path: Path, config: Mapping[str, Any]) -> None:

@@ -64,6 +64,10 @@ class Supervisor:
             self.nats = embedded.start_server(
                 store, settings.nats.embedded_port, extra_args=("-c", str(auth))
             )
+            natsauth.write_secret(
+                natsauth.keys_tool_password_path(settings),
+                self.passwords[natsauth.KEYS_TOOL_USER],
+            )
             print(
                 f"nats-server with JetStream on {nats_url(settings)} (store {store})",
                 flush=True,

@@ -32,8 +32,11 @@ __all__ = [
     "SealedKeyError",
     "create_kek",
     "load_kek",
+    "next_kek_path",
     "open_sealed",
+    "retired_kek_path",
     "seal",
+    "sealed_kek_id",
 ]
 
 KEK_SIZE = 32
@@ -65,17 +68,22 @@ class SealedKeyError(KeyVaultError):
 
 
 class KeyEncryptionKey:
-    """A 32-byte AES-256 key that encrypts private keys, shown only by its id."""
+    """A 32-byte AES-256 key that encrypts private keys, shown only by its id.
 
-    __slots__ = ("_secret", "kek_id")
+    `path` is the file it was loaded from, if any, so that a key store can look
+    for the next KEK beside it during a rotation (`next_kek_path`).
+    """
 
-    def __init__(self, secret: bytes) -> None:
+    __slots__ = ("_secret", "kek_id", "path")
+
+    def __init__(self, secret: bytes, path: Path | None = None) -> None:
         if len(secret) != KEK_SIZE:
             raise ValueError(
                 f"a key-encryption key has {KEK_SIZE} bytes, got {len(secret)}"
             )
         self._secret = bytes(secret)
         self.kek_id = hashlib.sha256(self._secret).digest()[:KEK_ID_SIZE]
+        self.path = path
 
     def __repr__(self) -> str:
         return f"KeyEncryptionKey(kek_id={self.kek_id.hex()})"
@@ -106,7 +114,17 @@ def create_kek(path: Path) -> KeyEncryptionKey:
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
-    return KeyEncryptionKey(secret)
+    return KeyEncryptionKey(secret, path)
+
+
+def next_kek_path(path: Path) -> Path:
+    """Where a KEK rotation keeps the new KEK until every key is sealed under it."""
+    return path.with_name(path.name + ".new")
+
+
+def retired_kek_path(path: Path) -> Path:
+    """Where a finished KEK rotation keeps a copy of the KEK it replaced."""
+    return path.with_name(path.name + ".old")
 
 
 def load_kek(path: Path) -> KeyEncryptionKey:
@@ -143,7 +161,14 @@ def load_kek(path: Path) -> KeyEncryptionKey:
             f"{' or more' if len(secret) > KEK_SIZE else ''} bytes, but a KEK has "
             f"exactly {KEK_SIZE}. Give the file that create_kek wrote.",
         )
-    return KeyEncryptionKey(secret)
+    return KeyEncryptionKey(secret, path)
+
+
+def sealed_kek_id(blob: bytes) -> bytes | None:
+    """The id of the KEK that sealed `blob`, or None when it has no valid header."""
+    if len(blob) < _HEADER_SIZE + _TAG_SIZE or blob[0] != FORMAT_VERSION:
+        return None
+    return blob[1 : 1 + KEK_ID_SIZE]
 
 
 def seal(kek: KeyEncryptionKey, key_id: str, private_key: PrivateKeyTypes) -> bytes:

@@ -1,6 +1,6 @@
 """Seed inputs and keys for the CMS fuzz targets, from the S/MIME interop corpus.
 
-The corpus holds whole messages (`.eml`), bare MIME entities and raw DER. A CMS
+The corpus contains whole messages (`.eml`), bare MIME entities and raw DER. A CMS
 target wants the DER inside, so each file is read as MIME first and as DER second.
 """
 
@@ -111,7 +111,7 @@ _EXTRA_KEYS: dict[str, Callable[[], rsa.RSAPrivateKey | ec.EllipticCurvePrivateK
 
 
 def trust_anchors() -> list[x509.Certificate]:
-    """The NSS test CA and the RFC 4134 and RFC 9216 roots."""
+    """Load the NSS test CA and the RFC 4134 and RFC 9216 root CAs."""
     pem_files = [
         THUNDERBIRD / "smime" / "TestCA.pem",
         INTEROP / "rfc4134" / "CarlRSASelf.pem",

@@ -5,10 +5,10 @@ A signed message may carry the SMIMECapabilities attribute (RFC 8551 section
 records that list per address of the signer certificate, from `mail.verified`,
 and planning uses it to pick a stronger algorithm for replies.
 
-Only a valid signature that is not weak, made with a trusted certificate, counts:
-anyone can put the attribute into a message signed with a self-made certificate
-that names a partner's address, to make the gateway choose an algorithm the
-partner cannot read.
+Only a valid signature that is not weak, made with a trusted certificate, counts.
+Anyone can put the attribute into a message signed with a self-made certificate
+that names a partner's address, so as to make the gateway choose an algorithm
+the partner cannot read.
 
 The records live in the `partners` bucket, one key per address: the SHA-256 hex of
 its `address_key` form, because KV keys allow only `[-/_=.a-zA-Z0-9]`.
@@ -47,7 +47,7 @@ class PartnerUpdateConflictError(Exception):
 
 
 class PartnerCapabilities(Model):
-    """What one address announced, as stored in the `partners` bucket."""
+    """The algorithms one address announced, as stored in the `partners` bucket."""
 
     address: str  # the address_key form
     capabilities: tuple[str, ...]  # as announced, most preferred first

@@ -152,7 +152,7 @@ class Planner:
     ) -> list[Group]:
         """Groups in a fixed order, so a redelivered message gets the same plan ids.
 
-        `partners` holds the algorithms that recipients announced; a recipient
+        `partners` contains the algorithms that recipients announced; a recipient
         missing from it gets the profile's algorithm.
         """
         groups: dict[tuple[str, ...], Group] = {}

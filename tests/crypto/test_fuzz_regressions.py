@@ -37,9 +37,9 @@ def test_finding_raises_only_project_errors(target: str, path: Path) -> None:
 
 
 def test_duplicate_extension_certificate_is_skipped() -> None:
-    # A certificate in SignedData.certificates that repeats keyUsage made
-    # cryptography raise DuplicateExtension; now it is skipped like any
-    # undecodable certificate, so the signer is reported as not found.
+    # A certificate in SignedData.certificates repeats keyUsage, which made
+    # cryptography raise DuplicateExtension. It is skipped like any undecodable
+    # certificate, so the signer is reported as not found.
     der = (REGRESSIONS / "cms_signed" / "duplicate-extension").read_bytes()
     verification = verify(
         der,
@@ -55,7 +55,7 @@ def test_duplicate_extension_certificate_is_skipped() -> None:
 
 
 def test_issuer_attribute_of_wrong_type_is_malformed() -> None:
-    # A SignerInfo whose issuer name holds an attribute value of the wrong type
+    # A SignerInfo whose issuer name contains an attribute value of the wrong type
     # made asn1crypto raise AttributeError while comparing names.
     der = (REGRESSIONS / "cms_signed" / "issuer-attribute-value-type").read_bytes()
     with pytest.raises(MalformedCmsError, match="SignedData is not valid DER/BER"):

@@ -29,7 +29,7 @@ def profile(algorithm: str) -> ProfileCreated:
 @pytest.mark.parametrize(
     ("floor", "partners", "expected"),
     [
-        # Nobody announced anything: the profile's choice.
+        # No recipient announced anything, so the profile's choice applies.
         ("aes128-cbc", {}, "aes128-cbc"),
         ("aes128-cbc", {"bob@example.com": GCM_AND_CBC}, "aes256-gcm"),
         ("aes128-cbc", {"bob@example.com": OPENSSL_DEFAULT}, "aes256-cbc"),

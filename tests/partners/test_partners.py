@@ -61,7 +61,7 @@ def self_signed(address: str) -> tuple[x509.Certificate, rsa.RSAPrivateKey]:
 
 
 async def receive(outgoing: Outgoing, sender: str, message: bytes) -> dict[str, Any]:
-    """Send a partner's message in; return its mail.verified event once recorded."""
+    """Send a partner's message in and return its mail.verified event once recorded."""
     queue_id = await outgoing.send(["carol@internal.test"], message, sender=sender)
 
     async def verified() -> list[dict[str, Any]]:
@@ -89,7 +89,7 @@ async def stored(outgoing: Outgoing, address: str) -> PartnerCapabilities | None
 
 
 async def send_out(outgoing: Outgoing, recipient: str, name: str) -> dict[str, Any]:
-    """Send TEXT to `recipient`; check OpenSSL decrypts it; return the encrypt step."""
+    """Send TEXT to `recipient`, decrypt it with OpenSSL, return the encrypt step."""
     body = TEXT.replace(b"bob@example.com", recipient.encode())
     before = len(outgoing.sink.messages)
     queue_id = await outgoing.send([recipient], body)

@@ -32,6 +32,10 @@ class PolicyHandlers:
 
     async def on_received(self, event: MailReceived, attempt: Attempt) -> None:
         headers = Headers.parse(await self.runtime.bodies.head(event.body))
+        # NOTE: partner capabilities are state outside CONFIG, so a redelivered
+        # message planned after a new announcement may get a stronger algorithm.
+        # Its mail.routed id stays the same, and JetStream keeps the first
+        # publish within the duplicate window.
         partners = await self.partners.capabilities_of(event.recipients)
         attributes = {"smimegw.recipients": len(event.recipients)}
         with stage_span("policy.decision", attributes) as span:

@@ -15,31 +15,30 @@ import asyncio
 import logging
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Literal
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from schemas import (
-    CryptoOperation,
-    Event,
-    MailDecrypted,
-    MailRouted,
-    MailVerified,
-    SignerReport,
-)
+from schemas import Event, MailRouted
 from services.crypto.cms.envelope import (
-    Decrypted,
     RecipientId,
     RecipientKey,
     decrypt,
     recipient_ids,
 )
 from services.crypto.cms.errors import CmsError, NoMatchingRecipientError
-from services.crypto.cms.signed import SignerResult, Verification, verify
+from services.crypto.cms.signed import Verification, verify
 from services.crypto.handlers import Transformed
+from services.crypto.incoming_results import (
+    Outcome,
+    failed_report,
+    record_decrypted,
+    record_decryption,
+    record_signers,
+    signer_report,
+    verified_event,
+)
 from services.crypto.keystore import KeyMissingError, KeyStore
 from services.crypto.mime import (
     MimeError,
@@ -52,11 +51,7 @@ from services.crypto.mime import (
     strip_headers,
 )
 from services.crypto.mime.headers import MediaInfo, parse_header_block
-from services.crypto.result_headers import (
-    RESULT_HEADERS,
-    decryption_field,
-    signature_field,
-)
+from services.crypto.result_headers import RESULT_HEADERS
 from smimegw.configstate import BindingEntry, ConfigFollower
 
 log = logging.getLogger("smimegw.crypto")
@@ -64,22 +59,6 @@ log = logging.getLogger("smimegw.crypto")
 # S/MIME layers opened per message. Real mail has at most three (signed, encrypted,
 # signed again); the bound stops a hostile message of thousands of nested layers.
 MAX_LAYERS = 8
-
-
-@dataclass
-class _Outcome:
-    """Results of opening one message, layer by layer."""
-
-    plan_id: str
-    delivered: bytes = field(repr=False)
-    # The entity of the layer being opened; the whole message at first.
-    entity: bytes = field(repr=False)
-    config_synced: bool = False
-    signature_layers: list[tuple[SignerReport, ...]] = field(default_factory=list)
-    decryptions: list[MailDecrypted] = field(default_factory=list)
-    operations: list[CryptoOperation] = field(default_factory=list)
-    # Result header fields, in the order the layers were opened.
-    fields: list[tuple[str, str]] = field(default_factory=list)
 
 
 class IncomingProcessor:
@@ -99,7 +78,7 @@ class IncomingProcessor:
             log.warning("plan %s: header block not parsed: %s", event.plan_id, err)
             return Transformed(_strip_result_fields_by_line(message), ())
 
-        outcome = _Outcome(event.plan_id, delivered=received, entity=received)
+        outcome = Outcome(event.plan_id, delivered=received, entity=received)
         sender = parse_header_block(received).value("From")
         for _ in range(MAX_LAYERS):
             if not await self._open_layer(event, outcome, sender):
@@ -113,7 +92,7 @@ class IncomingProcessor:
 
         events: list[Event] = [*outcome.decryptions]
         if outcome.signature_layers:
-            events.append(_verified_event(event, outcome.signature_layers))
+            events.append(verified_event(event, outcome.signature_layers))
         body = received
         if outcome.fields:
             # A decrypted entity may carry forged result fields of its own.
@@ -127,7 +106,7 @@ class IncomingProcessor:
         )
         return Transformed(body, tuple(outcome.operations), tuple(events))
 
-    async def _sync_config(self, outcome: _Outcome) -> None:
+    async def _sync_config(self, outcome: Outcome) -> None:
         """Read every configuration event stored so far, once per message.
 
         A binding or CA imported just before the message is then used. Mail without
@@ -138,7 +117,7 @@ class IncomingProcessor:
             outcome.config_synced = True
 
     async def _open_layer(
-        self, event: MailRouted, outcome: _Outcome, sender: str | None
+        self, event: MailRouted, outcome: Outcome, sender: str | None
     ) -> bool:
         """Open the S/MIME layer at the top of `outcome.entity`.
 
@@ -166,7 +145,7 @@ class IncomingProcessor:
         return False
 
     async def _decrypt(
-        self, event: MailRouted, outcome: _Outcome, der: bytes
+        self, event: MailRouted, outcome: Outcome, der: bytes
     ) -> bytes | None:
         """Decrypt an enveloped layer, report the outcome and return the entity.
 
@@ -177,7 +156,7 @@ class IncomingProcessor:
         try:
             recipients = await asyncio.to_thread(recipient_ids, der)
         except CmsError as err:
-            _record_decryption(outcome, event, index, "failed", str(err))
+            record_decryption(outcome, event, index, "failed", str(err))
             return None
 
         candidates = _matching_bindings(self.follower.state.bindings, recipients)
@@ -199,7 +178,7 @@ class IncomingProcessor:
                 "no internal binding holds the key of a recipient of the message; "
                 f"its recipients are: {listed}"
             )
-            _record_decryption(outcome, event, index, "no-key", reason)
+            record_decryption(outcome, event, index, "no-key", reason)
             return None
 
         try:
@@ -207,10 +186,10 @@ class IncomingProcessor:
                 decrypt, der, [key for _, key in keys.values()]
             )
         except NoMatchingRecipientError as err:
-            _record_decryption(outcome, event, index, "no-key", str(err))
+            record_decryption(outcome, event, index, "no-key", str(err))
             return None
         except CmsError as err:
-            _record_decryption(outcome, event, index, "failed", str(err))
+            record_decryption(outcome, event, index, "failed", str(err))
             return None
 
         content = _wire_line_ends(result.content)
@@ -222,15 +201,15 @@ class IncomingProcessor:
             delivered = replace_body(delivered, content)
         except MimeError as err:
             reason = f"the decrypted entity is not a readable MIME entity: {err}"
-            _record_decryption(outcome, event, index, "failed", reason)
+            record_decryption(outcome, event, index, "failed", reason)
             return None
         binding, _ = keys[result.recipient_fingerprint]
-        _record_decrypted(outcome, event, index, result, binding)
+        record_decrypted(outcome, event, index, result, binding)
         outcome.delivered = delivered
         return content
 
     async def _verify(
-        self, outcome: _Outcome, smime: Smime, sender: str | None
+        self, outcome: Outcome, smime: Smime, sender: str | None
     ) -> bytes | None:
         """Verify one signature layer; report it and return its signed content."""
         layer = len(outcome.signature_layers) + 1
@@ -261,13 +240,13 @@ class IncomingProcessor:
                 layer,
                 err,
             )
-            _record_signers(outcome, layer, (_failed_report(str(err)),))
+            record_signers(outcome, layer, (failed_report(str(err)),))
             return None
 
-        reports = tuple(_report(signer) for signer in verification.signers)
+        reports = tuple(signer_report(signer) for signer in verification.signers)
         if not reports:
-            reports = (_failed_report("the SignedData has no SignerInfo"),)
-        _record_signers(outcome, layer, reports)
+            reports = (failed_report("the SignedData has no SignerInfo"),)
+        record_signers(outcome, layer, reports)
         return verification.content
 
     async def _verify_detached(
@@ -369,43 +348,7 @@ def _wire_line_ends(entity: bytes) -> bytes:
     return entity.replace(b"\n", b"\r\n")
 
 
-def _report(signer: SignerResult) -> SignerReport:
-    identity = signer.signer
-    return SignerReport(
-        signature=signer.signature,
-        signature_reason=signer.signature_reason,
-        digest_algorithm=signer.digest_algorithm,
-        signature_algorithm=signer.signature_algorithm,
-        weak=signer.weak,
-        certificate_status=signer.certificate_status,
-        certificate_reason=signer.certificate_reason,
-        subject=identity.subject if identity else "",
-        fingerprint=identity.sha256_fingerprint if identity else "",
-        from_matches=identity.from_matches if identity else None,
-        signing_time=signer.signing_time,
-        addresses=identity.email_addresses if identity else (),
-        capabilities=signer.capabilities,
-    )
-
-
-def _failed_report(reason: str) -> SignerReport:
-    """Build the signer entry of a signature layer that could not be read at all."""
-    return SignerReport(
-        signature="invalid",
-        signature_reason=reason,
-        digest_algorithm="unknown",
-        signature_algorithm="unknown",
-        weak=False,
-        certificate_status="untrusted",
-        certificate_reason="signer certificate not found",
-        subject="",
-        fingerprint="",
-        from_matches=None,
-        signing_time=None,
-    )
-
-
-def _report_unreadable(event: MailRouted, outcome: _Outcome, reason: str) -> None:
+def _report_unreadable(event: MailRouted, outcome: Outcome, reason: str) -> None:
     """Report an S/MIME layer whose MIME structure could not be read.
 
     Its Content-Type shows whether it claimed to be signed or enveloped.
@@ -421,108 +364,7 @@ def _report_unreadable(event: MailRouted, outcome: _Outcome, reason: str) -> Non
     if signed:
         log.warning("plan %s: signed layer unreadable: %s", outcome.plan_id, reason)
         layer = len(outcome.signature_layers) + 1
-        _record_signers(outcome, layer, (_failed_report(reason),))
+        record_signers(outcome, layer, (failed_report(reason),))
     else:
         index = len(outcome.decryptions)
-        _record_decryption(outcome, event, index, "failed", reason)
-
-
-def _record_signers(
-    outcome: _Outcome, layer: int, reports: tuple[SignerReport, ...]
-) -> None:
-    outcome.signature_layers.append(reports)
-    for index, report in enumerate(reports, start=1):
-        outcome.fields.append(signature_field(layer, index, report))
-        outcome.operations.append(
-            CryptoOperation(
-                operation="verify",
-                algorithm=f"{report.signature_algorithm}-{report.digest_algorithm}",
-                certificates=(report.fingerprint,) if report.fingerprint else (),
-                weak=report.weak,
-                detail=(
-                    f"layer {layer} signer {index}: signature {report.signature}, "
-                    f"certificate {report.certificate_status}"
-                ),
-            )
-        )
-
-
-def _record_decryption(
-    outcome: _Outcome,
-    event: MailRouted,
-    index: int,
-    status: Literal["no-key", "failed"],
-    reason: str,
-) -> None:
-    """Record an enveloped layer that stays closed: no key, or it failed."""
-    log.warning(
-        "plan %s: enveloped layer %d not decrypted (%s): %s",
-        outcome.plan_id,
-        index + 1,
-        status,
-        reason,
-    )
-    decrypted = MailDecrypted.create(
-        cause=event,
-        key=str(index),
-        recipients=event.recipients,
-        status=status,
-        reason=reason,
-        content_algorithm=None,
-        key_algorithm=None,
-        binding_id=None,
-        fingerprint=None,
-    )
-    outcome.decryptions.append(decrypted)
-    outcome.fields.append(decryption_field(decrypted))
-
-
-def _record_decrypted(
-    outcome: _Outcome,
-    event: MailRouted,
-    index: int,
-    result: Decrypted,
-    binding: BindingEntry,
-) -> None:
-    decrypted = MailDecrypted.create(
-        cause=event,
-        key=str(index),
-        recipients=event.recipients,
-        status="decrypted",
-        reason=None,
-        content_algorithm=result.content_algorithm,
-        key_algorithm=result.key_algorithm,
-        binding_id=binding.binding_id,
-        fingerprint=result.recipient_fingerprint,
-    )
-    outcome.decryptions.append(decrypted)
-    outcome.fields.append(decryption_field(decrypted))
-    outcome.operations.append(
-        CryptoOperation(
-            operation="decrypt",
-            algorithm=result.content_algorithm,
-            certificates=(result.recipient_fingerprint,),
-            binding_ids=(binding.binding_id,),
-            detail=f"key algorithm {result.key_algorithm}",
-        )
-    )
-
-
-def _verified_event(
-    event: MailRouted, layers: list[tuple[SignerReport, ...]]
-) -> MailVerified:
-    signers = [report for layer in layers for report in layer]
-    if any(report.signature == "invalid" for report in signers):
-        summary = "invalid"
-    elif any(report.weak for report in signers):
-        summary = "weak"
-    elif any(report.certificate_status != "trusted" for report in signers):
-        summary = "untrusted"
-    else:
-        summary = "valid"
-    return MailVerified.create(
-        cause=event,
-        recipients=event.recipients,
-        layers=tuple(layers),
-        summary=summary,
-    )
+        record_decryption(outcome, event, index, "failed", reason)

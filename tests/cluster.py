@@ -337,24 +337,35 @@ async def send_load(
     connections: int = 8,
     result: LoadResult | None = None,
     deadline: float = 600,
+    rate: float | None = None,
 ) -> LoadResult:
     """Send each message until some ingress answers 250, spreading connections.
 
     A connection that breaks (a killed replica) or a 4xx reply (the broker
     unreachable) makes the client try again, on the next port, as an MTA would.
     A message sent again after its first DATA got no answer may arrive twice.
+    With `rate`, at most that many messages a second are sent in total.
     """
     result = result or LoadResult()
     queue: asyncio.Queue[int] = asyncio.Queue()
     for index in indexes:
         queue.put_nowait(index)
-    stop_at = time.monotonic() + deadline
+    started = time.monotonic()
+    stop_at = started + deadline
+    dispatched = 0
 
     async def worker(number: int) -> None:
         turn = number
         smtp: aiosmtplib.SMTP | None = None
+        nonlocal dispatched
         while not queue.empty():
             index = queue.get_nowait()
+            if rate:
+                # At most `rate` messages a second over all connections.
+                dispatched += 1
+                await asyncio.sleep(
+                    max(0.0, started + dispatched / rate - time.monotonic())
+                )
             tries = 0
             while True:
                 if time.monotonic() > stop_at:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import random
 import shutil
@@ -103,6 +104,19 @@ class Kill:
     target: str
     at: float
     restarted_at: float = 0.0
+    ready_at: float = 0.0
+
+
+async def wait_for_port(port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            await asyncio.sleep(0.1)
+            continue
+        writer.close()
+        return
 
 
 async def chaos(
@@ -129,6 +143,8 @@ async def chaos(
             kills.append(kill)
             await asyncio.sleep(rng.uniform(2.0, 5.0))
             cluster.start_node(node)
+            kill.restarted_at = time.monotonic()
+            await wait_for_port(node.port, timeout=30)
         else:
             replica: Replica = rng.choice(fleet.replicas)
             fleet.signal(replica, signal.SIGKILL)
@@ -137,7 +153,9 @@ async def chaos(
             kills.append(kill)
             await asyncio.sleep(rng.uniform(0.5, 2.0))
             fleet.spawn(replica)
-        kill.restarted_at = time.monotonic()
+            kill.restarted_at = time.monotonic()
+            await fleet.wait_ready([replica], timeout=60)
+        kill.ready_at = time.monotonic()
         print(f"  killed {kill.target}; started again", flush=True)
 
 
@@ -228,6 +246,7 @@ async def soak(args: argparse.Namespace, base: Path) -> dict[str, Any]:
             connections=args.connections,
             result=result,
             deadline=TIME_BUDGET,
+            rate=args.rate or None,
         )
         sent_seconds = time.monotonic() - started
         stop.set()
@@ -264,19 +283,28 @@ async def soak(args: argparse.Namespace, base: Path) -> dict[str, Any]:
             max(0, n - len(result.accepted.get(i, []))) for i, n in copies.items()
         )
 
+        # Per kill: how long until every message accepted in the 5 s before it
+        # had arrived (those a killed process may have held wait for ack_wait),
+        # the longest pause between arrivals in the 30 s after it, and how
+        # long the restarted process took to become ready.
+        arrival_times = sorted(a.monotonic for a in sink.arrivals)
         recovery = []
         for kill in kills:
-            waiting = [
+            in_flight = [
                 first_arrival[i].monotonic - kill.at
                 for i, t in accepted_at.items()
-                if t < kill.at
-                and i in first_arrival
-                and first_arrival[i].monotonic > kill.at
+                if kill.at - 5 <= t < kill.at and i in first_arrival
             ]
+            window = [kill.at] + [
+                t for t in arrival_times if kill.at < t <= kill.at + 30
+            ]
+            gaps = [b - a for a, b in itertools.pairwise(window)]
             recovery.append(
                 {
                     "target": kill.target,
-                    "recovered_s": round(max(waiting, default=0), 2),
+                    "in_flight_arrived_s": round(max(in_flight, default=0), 2),
+                    "longest_pause_s": round(max(gaps, default=0), 2),
+                    "restart_to_ready_s": round(kill.ready_at - kill.restarted_at, 2),
                 }
             )
         latencies = [
@@ -320,13 +348,18 @@ async def soak(args: argparse.Namespace, base: Path) -> dict[str, Any]:
             "consumers_settled": settled,
             "kills": len(kills),
             "kill_targets": dict(Counter(k.target.split("-")[0] for k in kills)),
-            "recovery_seconds": summary([r["recovered_s"] for r in recovery]),
+            "recovery_seconds": summary([r["in_flight_arrived_s"] for r in recovery]),
+            "longest_pause_seconds": summary([r["longest_pause_s"] for r in recovery]),
+            "restart_to_ready_seconds": summary(
+                [r["restart_to_ready_s"] for r in recovery]
+            ),
             "recovery_by_kill": recovery,
             "send_seconds": round(sent_seconds, 1),
             "all_arrived_seconds": round(all_arrived_after, 1),
             "latency_seconds": summary(latencies),
             "duplicate_window_seconds": summary(windows),
             "ack_wait_seconds": args.ack_wait,
+            "rate": args.rate,
             "seed": args.seed,
         }
     finally:
@@ -346,8 +379,11 @@ def report(figures: dict[str, Any]) -> str:
         f"  parked: {figures['parked']}; consumers settled: "
         f"{figures['consumers_settled']}",
         *(f"    {n} x {reason}" for reason, n in figures["parked_reasons"].items()),
-        f"  recovery after a kill (s): {figures['recovery_seconds']} "
-        f"(ack_wait {figures['ack_wait_seconds']} s)",
+        f"  in-flight messages arrived after a kill (s): "
+        f"{figures['recovery_seconds']} (ack_wait {figures['ack_wait_seconds']} s)",
+        f"  longest pause in arrivals after a kill (s): "
+        f"{figures['longest_pause_seconds']}",
+        f"  restarted process ready after (s): {figures['restart_to_ready_seconds']}",
         f"  end-to-end latency (s): {figures['latency_seconds']}",
         f"  duplicate window, 250 to record (s): {figures['duplicate_window_seconds']}",
         f"  sent in {figures['send_seconds']} s; all arrived after "
@@ -360,6 +396,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.soak")
     parser.add_argument("--messages", type=int, default=10_000)
     parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=30.0,
+        help="messages a second in total; 0 sends as fast as the gateway accepts",
+    )
     parser.add_argument("--kill-every", type=float, default=6.0, help="seconds")
     parser.add_argument("--max-kills", type=int, default=60)
     parser.add_argument("--ack-wait", type=float, default=10.0, help="seconds")

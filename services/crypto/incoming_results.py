@@ -24,6 +24,10 @@ from smimegw.configstate import BindingEntry
 
 log = logging.getLogger("smimegw.crypto")
 
+# Content encryption that decrypts but is reported as weak: Triple DES has 64-bit
+# blocks, and outgoing mail reports it the same way.
+WEAK_CONTENT = frozenset({"3des-cbc"})
+
 
 @dataclass
 class Outcome:
@@ -156,6 +160,7 @@ def record_decrypted(
             algorithm=result.content_algorithm,
             certificates=(result.recipient_fingerprint,),
             binding_ids=(binding.binding_id,),
+            weak=result.content_algorithm in WEAK_CONTENT,
             detail=f"key algorithm {result.key_algorithm}",
         )
     )

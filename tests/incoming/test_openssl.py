@@ -343,6 +343,7 @@ def sent_messages(pki: Pki) -> Iterator[tuple[str, bytes, Expected]]:
     enveloped = encrypted("cms", pki.bob, "-aes256")
     yield "cms enveloped", enveloped, decrypted
     yield "smime enveloped", encrypted("smime", pki.bob, "-aes128"), decrypted
+    yield "3DES enveloped", encrypted("cms", pki.bob, "-des3"), decrypted
     yield (
         # Bob's certificate has no subject key identifier; the retired one has.
         "enveloped by key id, OAEP",
@@ -459,3 +460,18 @@ async def test_openssl_forms(incoming: Incoming, pki: Pki) -> None:
             # Signed only, or not decrypted: delivered byte for byte, result fields
             # aside.
             assert delivered[sender].message == message, name
+
+    # Triple DES decrypts, and its operation in mail.processed is marked weak.
+    await incoming.wait_for_events("mail.processed", len(cases))
+    processed = await incoming.events("mail.processed")
+    weak_by_name = {}
+    for (name, _, expected), sender in zip(cases, senders, strict=True):
+        if expected.decryption == "decrypted":
+            [event] = processed[sender]
+            [operation] = [
+                op for op in event["operations"] if op["operation"] == "decrypt"
+            ]
+            weak_by_name[name] = operation["weak"]
+    assert weak_by_name["3DES enveloped"] is True
+    assert weak_by_name["cms enveloped"] is False
+    assert weak_by_name["auth-enveloped AES-GCM"] is False

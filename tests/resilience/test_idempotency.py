@@ -97,6 +97,15 @@ async def test_redelivered_inputs_give_the_same_ids(
             assert len(set(published[output])) == 1, (output, published[output])
         assert len(sink.messages) == 1
 
+        # Every event in MAIL was published with Nats-Msg-Id = its event id.
+        info = await js.stream_info(streams.MAIL)
+        for sequence in range(1, info.state.last_seq + 1):
+            stored = await js.get_msg(streams.MAIL, seq=sequence)
+            msg_id = (stored.headers or {}).get("Nats-Msg-Id")
+            if msg_id and msg_id.startswith("redelivered-"):
+                continue
+            assert msg_id == json.loads(stored.data or b"{}")["event_id"], sequence
+
         # Once delivery released the body, a late redelivery finds it gone;
         # it is acked as stale instead of retried and parked.
         stored = await js.get_msg(streams.MAIL, subject="mail.received")

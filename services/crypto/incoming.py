@@ -3,9 +3,9 @@
 Layers are opened from the outside in, for as long as the top-level body of a layer
 is S/MIME. An enveloped body is decrypted with the key of an internal binding, and a
 signature layer is verified over its content exactly as received. The delivered
-message is the received one with the gateway's result header fields at the top; when
-a layer was decrypted, its decrypted entity replaces the body, with any signature
-inside it kept byte for byte. Bad input from outside is reported in the events and
+message is the received one with the gateway's result header fields at the top. When
+a layer was decrypted, its decrypted entity replaces the body, and any signature
+inside that entity is kept byte for byte. Bad input from outside is reported in the events and
 header fields and the message is delivered unchanged: it never raises.
 """
 
@@ -299,8 +299,8 @@ def _strip_result_fields_by_line(message: bytes) -> bytes:
 def _detect(entity: bytes) -> Smime:
     """Recognise the S/MIME layer of `entity`, trusting the CMS content type.
 
-    An application/pkcs7-mime body is what its ContentInfo says, whatever its
-    smime-type parameter says or when it has none.
+    The ContentInfo of an application/pkcs7-mime body decides its kind, whatever
+    the smime-type parameter states, and also when that parameter is missing.
     """
     smime = detect(entity)
     if smime.der is None or smime.kind is SmimeKind.DETACHED_SIGNED:

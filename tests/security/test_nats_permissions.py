@@ -8,11 +8,14 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import aiosmtplib
+import httpx
 import nats
 import nats.errors
 import pytest
 from nats.aio.client import Client
 
+from services.admin.service import AdminService, token_store
+from services.admin.tokens import Role
 from smimegw import natsauth
 from smimegw.service import SERVICE_NAMES
 from tests.conftest import gateway_settings
@@ -146,6 +149,23 @@ async def test_pipeline_within_permissions(
             return outbox.is_dir() and any(outbox.glob("*.eml"))
 
         await wait_until(delivered, timeout=30)
+
+        # The admin API reads configuration, the audit log and parked messages.
+        settings = auth_server.settings_for(base, "admin")
+        admin = Gateway(settings, auth_server.url)
+        gateways.append(admin)
+        await admin.start_one("admin")
+        _, token = token_store(settings).create(Role.READ, "permissions")
+        service = admin.services["admin"][1]
+        assert isinstance(service, AdminService)
+        assert service.app is not None
+        transport = httpx.ASGITransport(app=service.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://a") as api:
+            for path in ("/api/v1/bindings", "/api/v1/audit", "/api/v1/parked"):
+                response = await api.get(
+                    path, headers={"Authorization": f"Bearer {token}"}
+                )
+                assert response.status_code == 200, (path, response.text)
     finally:
         for gateway in reversed(gateways):
             await gateway.stop()

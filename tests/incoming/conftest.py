@@ -135,7 +135,12 @@ async def incoming(
         nats={"url": nats_server.url},
         # Loopback is not trusted, so the messages come in as from outside.
         trusted_networks=("192.0.2.0/24",),
-        smtp={"listen": f"127.0.0.1:{free_port()}", "hostname": "gw.test"},
+        smtp={
+            "listen": f"127.0.0.1:{free_port()}",
+            "hostname": "gw.test",
+            # One test sends more than the default of 120 messages a minute.
+            "max_messages_per_ip_per_minute": 10_000,
+        },
         delivery={"relay_host": f"127.0.0.1:{sink.port}"},
     )
     gateway = Gateway(settings, nats_server.url)

@@ -43,6 +43,7 @@ class Pki:
     expired: Identity  # issued by the imported CA, notAfter yesterday
     stranger: Identity  # issued by a CA that is not imported
     self_signed: Identity
+    server: Identity  # issued by the imported CA for serverAuth only
     retired: Identity  # an expired internal binding for retired@example.com
     bob: Path  # Bob's certificate from Bob.p12
 
@@ -58,6 +59,7 @@ def _certificate(
     *,
     address: str | None,
     days: tuple[int, int] = (-1, 365),
+    usage: x509.ObjectIdentifier = ExtendedKeyUsageOID.EMAIL_PROTECTION,
 ) -> x509.Certificate:
     now = datetime.now(UTC)
     issuer_name = issuer[0].subject if issuer else _name(subject)
@@ -107,9 +109,7 @@ def _certificate(
                 ),
                 True,
             )
-            .add_extension(
-                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), False
-            )
+            .add_extension(x509.ExtendedKeyUsage([usage]), False)
             .add_extension(
                 x509.SubjectAlternativeName([x509.RFC822Name(address)]), False
             )
@@ -140,7 +140,7 @@ def _write(
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     directory = tmp_path_factory.mktemp("pki")
-    keys = [rsa.generate_private_key(65537, 2048) for _ in range(8)]
+    keys = [rsa.generate_private_key(65537, 2048) for _ in range(9)]
     ca = _certificate("Incoming Test CA", keys[0], None, address=None, days=(-800, 800))
     other_ca = _certificate("Other CA", keys[1], None, address=None)
     issuer = (ca, keys[0])
@@ -163,6 +163,13 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     retired = _certificate(
         "retired", keys[7], issuer, address="retired@example.com", days=(-400, -2)
     )
+    server = _certificate(
+        "server",
+        keys[8],
+        issuer,
+        address="server@example.net",
+        usage=ExtendedKeyUsageOID.SERVER_AUTH,
+    )
     _, bob, _ = pkcs12.load_key_and_certificates(
         (THUNDERBIRD / "Bob.p12").read_bytes(), b"nss"
     )
@@ -177,6 +184,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
         stranger=_write(directory, "stranger", stranger, keys[5]),
         self_signed=_write(directory, "selfie", self_signed, keys[6]),
         retired=_write(directory, "retired", retired, keys[7]),
+        server=_write(directory, "server", server, keys[8]),
         bob=bob_path,
     )
 
@@ -314,6 +322,8 @@ def sent_messages(pki: Pki) -> Iterator[tuple[str, bytes, Expected]]:
         # Issued by a CA that the gateway never imported.
         (pki.stranger, "untrusted"),
         (pki.self_signed, "untrusted"),
+        # RFC 8550 section 4.4.4: the extended key usage must allow email.
+        (pki.server, "untrusted"),
     ]
     for signer, status in signers:
         name = signer.certificate.stem

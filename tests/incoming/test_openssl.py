@@ -18,12 +18,13 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from tests.incoming.conftest import THUNDERBIRD, Delivered, Incoming, wire_form
 
+SigningKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 ENTITY = b"Content-Type: text/plain; charset=us-ascii\r\n\r\nHello Bob, a test.\r\n"
 TEXT = b"Hello Bob, a test."
 HEADERS = ["-from", "carol@example.net", "-to", "bob@example.com", "-subject", "test"]
@@ -44,6 +45,7 @@ class Pki:
     stranger: Identity  # issued by a CA that is not imported
     self_signed: Identity
     server: Identity  # issued by the imported CA for serverAuth only
+    erin: Identity  # ECDSA P-256, issued by the imported CA
     retired: Identity  # an expired internal binding for retired@example.com
     bob: Path  # Bob's certificate from Bob.p12
 
@@ -54,7 +56,7 @@ def _name(common_name: str) -> x509.Name:
 
 def _certificate(
     subject: str,
-    key: rsa.RSAPrivateKey,
+    key: SigningKey,
     issuer: tuple[x509.Certificate, rsa.RSAPrivateKey] | None,
     *,
     address: str | None,
@@ -123,7 +125,7 @@ def _certificate(
 
 
 def _write(
-    directory: Path, name: str, certificate: x509.Certificate, key: rsa.RSAPrivateKey
+    directory: Path, name: str, certificate: x509.Certificate, key: SigningKey
 ) -> Identity:
     cert_path, key_path = directory / f"{name}.pem", directory / f"{name}.key"
     cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
@@ -146,7 +148,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     issuer = (ca, keys[0])
 
     def issued(
-        name: str, key: rsa.RSAPrivateKey, days: tuple[int, int] = (-1, 365)
+        name: str, key: SigningKey, days: tuple[int, int] = (-1, 365)
     ) -> Identity:
         address = f"{name}@example.net"
         certificate = _certificate(name, key, issuer, address=address, days=days)
@@ -185,6 +187,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
         self_signed=_write(directory, "selfie", self_signed, keys[6]),
         retired=_write(directory, "retired", retired, keys[7]),
         server=_write(directory, "server", server, keys[8]),
+        erin=issued("erin", ec.generate_private_key(ec.SECP256R1())),
         bob=bob_path,
     )
 
@@ -207,10 +210,13 @@ def signed(
     opaque: bool = False,
     data: bytes = ENTITY,
     headers: bool = True,
+    key_options: tuple[str, ...] = (),
 ) -> bytes:
     args: list[str | Path] = [tool, "-sign", "-md", "sha256"]
     for signer in signers:
         args += ["-signer", signer.certificate, "-inkey", signer.key]
+        for option in key_options:
+            args += ["-keyopt", option]
     if opaque:
         args.append("-nodetach")
     if headers:
@@ -343,6 +349,16 @@ def sent_messages(pki: Pki) -> Iterator[tuple[str, bytes, Expected]]:
                 tampered,
                 Expected(((1, "invalid", status),)),
             )
+    yield (
+        "ECDSA signer",
+        signed("cms", pki.erin),
+        Expected(((1, "valid", "trusted"),), text=True),
+    )
+    yield (
+        "RSA-PSS signer",
+        signed("cms", pki.carol, key_options=("rsa_padding_mode:pss",)),
+        Expected(((1, "valid", "trusted"),), text=True),
+    )
     yield (
         "two signers",
         signed("cms", pki.carol, pki.dan),
@@ -485,3 +501,15 @@ async def test_openssl_forms(incoming: Incoming, pki: Pki) -> None:
     assert weak_by_name["3DES enveloped"] is True
     assert weak_by_name["cms enveloped"] is False
     assert weak_by_name["auth-enveloped AES-GCM"] is False
+
+    verified = await incoming.events("mail.verified")
+    algorithms = {
+        name: verified[sender][0]["layers"][0][0]["signature_algorithm"]
+        for (name, _, _), sender in zip(cases, senders, strict=True)
+        if name in ("ECDSA signer", "RSA-PSS signer", "cms detached by carol")
+    }
+    assert algorithms == {
+        "ECDSA signer": "ecdsa",
+        "RSA-PSS signer": "rsa-pss",
+        "cms detached by carol": "rsa-pkcs1v15",
+    }

@@ -7,6 +7,9 @@ import urllib.request
 
 import nats
 import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
+    InMemorySpanExporter,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
 from schemas.commands import CRYPTO_COMMANDS, BindingCreate, Upload
@@ -118,7 +121,9 @@ async def test_parked_message_counted(gateway: Gateway) -> None:
     await wait_until(parked, timeout=30)
 
 
-async def test_import_failure_counted(gateway: Gateway) -> None:
+async def test_import_failure_counted(
+    gateway: Gateway, span_exporter: InMemorySpanExporter
+) -> None:
     before = await scrape(gateway, "crypto")
     command = BindingCreate(
         command="binding.create",
@@ -142,6 +147,9 @@ async def test_import_failure_counted(gateway: Gateway) -> None:
         return len(events) == 1
 
     await wait_until(audited, timeout=20)
+    for span in span_exporter.get_finished_spans():
+        for attribute in (span.attributes or {}).values():
+            assert "import-test-password" not in str(attribute), span.name
 
 
 async def test_crypto_counters_exposed(gateway: Gateway) -> None:

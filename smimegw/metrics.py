@@ -65,6 +65,8 @@ REJECTED: Final = Counter(
     ["reply_code"],
     registry=REGISTRY,
 )
+# NOTE: the S/MIME code does not call record_crypto or record_held yet, so
+# these two counters stay at zero until it does, once per finished operation.
 CRYPTO_OPERATIONS: Final = Counter(
     "smimegw_crypto_operations",
     "S/MIME operations on messages: sign, encrypt, decrypt, verify, by result.",

@@ -13,17 +13,11 @@ from fastapi import FastAPI
 
 from services.admin.api import create_app
 from services.admin.bus import AdminBus
-from services.admin.tokens import TokenStore
+from services.admin.tokens import token_store
 from smimegw.runtime import Runtime
-from smimegw.settings import Settings, parse_host_port
+from smimegw.settings import parse_host_port
 
 log = logging.getLogger("smimegw.admin")
-
-
-def token_store(settings: Settings) -> TokenStore:
-    return TokenStore(
-        settings.admin.tokens_file or settings.data_dir / "admin-tokens.json"
-    )
 
 
 class _Server(uvicorn.Server):

@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from smimegw.settings import Settings
+
 _PREFIX = "smgw"
 _ID_BYTES = 6
 _SECRET_BYTES = 32
@@ -146,3 +148,9 @@ class TokenStore:
             os.fsync(file.fileno())
         os.replace(temporary, self.path)
         self._stamp = None
+
+
+def token_store(settings: Settings) -> TokenStore:
+    """The token file of these settings: `admin.tokens_file` or the default."""
+    path = settings.admin.tokens_file or settings.data_dir / "admin-tokens.json"
+    return TokenStore(path)

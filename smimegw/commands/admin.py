@@ -7,8 +7,7 @@ import json
 import sys
 from typing import Any
 
-from services.admin.service import token_store
-from services.admin.tokens import Role, TokenStoreError
+from services.admin.tokens import Role, TokenStoreError, token_store
 from smimegw.commands import CommandError, add_config, add_json
 from smimegw.settings import load_settings
 

@@ -7,8 +7,8 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from services.admin.service import AdminService, token_store
-from services.admin.tokens import Role
+from services.admin.service import AdminService
+from services.admin.tokens import Role, token_store
 from tests.conftest import gateway_settings
 from tests.harness import REPO, Gateway, NatsServer, free_port
 

@@ -7,8 +7,7 @@ import stat
 import httpx
 import pytest
 
-from services.admin.service import token_store
-from services.admin.tokens import Role
+from services.admin.tokens import Role, token_store
 from tests.admin.conftest import THUNDERBIRD, Admin
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")

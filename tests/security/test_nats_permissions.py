@@ -14,8 +14,8 @@ import nats.errors
 import pytest
 from nats.aio.client import Client
 
-from services.admin.service import AdminService, token_store
-from services.admin.tokens import Role
+from services.admin.service import AdminService
+from services.admin.tokens import Role, token_store
 from smimegw import natsauth
 from smimegw.service import SERVICE_NAMES
 from tests.conftest import gateway_settings

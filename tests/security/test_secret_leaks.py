@@ -26,8 +26,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
     InMemorySpanExporter,
 )
 
-from services.admin.service import AdminService, token_store
-from services.admin.tokens import Role
+from services.admin.service import AdminService
+from services.admin.tokens import Role, token_store
 from smimegw import streams, telemetry
 from smimegw.service import SERVICE_NAMES
 from tests.conftest import gateway_settings

@@ -1,12 +1,13 @@
 """One atheris process: `python -m fuzz.engine TARGET [libFuzzer options] CORPUS...`.
 
 An input that raises a finding listed in `fuzz.known` is counted, and the count
-is printed at exit; any other exception stops the run with a crash file.
+is printed at 1, 10, 100, ... inputs (libFuzzer ends the process without
+running Python's exit handlers); any other exception stops the run with a
+crash file.
 """
 
 from __future__ import annotations
 
-import atexit
 import collections
 import importlib
 import logging
@@ -20,8 +21,10 @@ from fuzz.known import is_known, signature
 known_counts: collections.Counter[tuple[str, str]] = collections.Counter()
 
 
-def _print_known() -> None:
-    for (error, frame), count in sorted(known_counts.items()):
+def _report_known(key: tuple[str, str]) -> None:
+    count = known_counts[key]
+    if str(count).strip("0") == "1":
+        error, frame = key
         print(f"known finding {error} in {frame}: {count} inputs", flush=True)
 
 
@@ -32,7 +35,9 @@ def tolerate_known(target: Callable[[bytes], None]) -> Callable[[bytes], None]:
         except Exception as err:
             if not is_known(err):
                 raise
-            known_counts[signature(err)] += 1
+            key = signature(err)
+            known_counts[key] += 1
+            _report_known(key)
 
     return run
 
@@ -43,7 +48,6 @@ def main() -> None:
     logging.disable(logging.CRITICAL)
     with atheris.instrument_imports(include=["services", "smimegw", "schemas"]):
         module = importlib.import_module(f"fuzz.{target}")
-    atexit.register(_print_known)
     atheris.Setup(sys.argv, tolerate_known(module.test_one_input))
     atheris.Fuzz()
 

@@ -5,8 +5,8 @@ is S/MIME. An enveloped body is decrypted with the key of an internal binding, a
 signature layer is verified over its content exactly as received. The delivered
 message is the received one with the gateway's result header fields at the top. When
 a layer was decrypted, its decrypted entity replaces the body, and any signature
-inside that entity is kept byte for byte. Bad input from outside is reported in the events and
-header fields and the message is delivered unchanged: it never raises.
+inside that entity is kept byte for byte. Bad input from outside never raises: it is
+reported in the events and header fields, and the message is delivered unchanged.
 """
 
 from __future__ import annotations
@@ -305,6 +305,10 @@ def _detect(entity: bytes) -> Smime:
     smime = detect(entity)
     if smime.der is None or smime.kind is SmimeKind.DETACHED_SIGNED:
         return smime
+    if smime.smime_type == "certs-only":
+        # RFC 8551 section 3.6: a degenerate SignedData that carries certificates
+        # and no signature, so there is nothing to verify.
+        return Smime(SmimeKind.NONE, smime_type=smime.smime_type)
     kind = kind_of_cms(smime.der)
     if kind is SmimeKind.NONE and smime.kind is not SmimeKind.PKCS7_MIME:
         return smime

@@ -239,3 +239,22 @@ async def test_forged_fields_removed_past_limit(incoming: Incoming) -> None:
 
     assert b"x-smimegw-" not in delivered.content.lower()
     assert delivered.message == filler + b"Subject: many fields\r\n\r\nBody.\r\n"
+
+
+async def test_certs_only_passes_through(incoming: Incoming) -> None:
+    done = subprocess.run(
+        [
+            "openssl", "crl2pkcs7", "-nocrl", "-outform", "DER",
+            "-certfile", str(THUNDERBIRD / "TestCA.pem"),
+        ],
+        capture_output=True,
+        timeout=30,
+        check=True,
+    )  # fmt: skip
+    message = pkcs7_mime(b"certs-only", base64.encodebytes(done.stdout))
+    sender = await incoming.send(message)
+    delivered = (await incoming.delivered([sender]))[sender]
+
+    assert delivered.signatures == ()
+    assert delivered.decryptions == ()
+    assert delivered.message == wire_form(message)

@@ -70,7 +70,7 @@ def inbox_prefix(user: str) -> str:
 
 
 def inbox_of(settings: Settings) -> str:
-    """The inbox prefix of this process: its user's own, or NATS's default."""
+    """Return the inbox prefix of this process: its user's own, or NATS's default."""
     return inbox_prefix(settings.nats.user) if settings.nats.user else "_INBOX"
 
 
@@ -91,7 +91,7 @@ def _consumer_api(stream: str, durable: str) -> list[str]:
 
 
 def _config_follower() -> list[str]:
-    """The ordered consumer that replays CONFIG: ephemeral, flow-controlled."""
+    """List the subjects of the ordered consumer that replays CONFIG."""
     return [
         f"$JS.API.CONSUMER.CREATE.{streams.CONFIG}",
         f"$JS.API.CONSUMER.CREATE.{streams.CONFIG}.>",
@@ -102,7 +102,7 @@ def _config_follower() -> list[str]:
 
 
 def _common(user: str) -> list[str]:
-    """What every service publishes: provisioning, parking, stream lookups."""
+    """List what every service publishes: provisioning, parking, stream lookups."""
     return [
         "$JS.API.INFO",
         "$JS.API.STREAM.NAMES",
@@ -210,7 +210,7 @@ def _user_entry(user: str, password: str) -> dict[str, Any]:
 def server_config(
     passwords: Mapping[str, str], settings: Settings | None = None
 ) -> dict[str, Any]:
-    """The authorization (and TLS) part of a nats-server configuration."""
+    """Build the authorization and TLS part of a nats-server configuration."""
     cli = {
         "user": CLI_USER,
         "password": secrets.token_urlsafe(32),
@@ -241,7 +241,7 @@ def new_passwords() -> dict[str, str]:
 
 
 def keys_tool_password_path(settings: Settings) -> Path:
-    """The password of the `keys` user, which `smimegw run` writes with mode 0600."""
+    """Return the path of the `keys` user's password (mode 0600, by `smimegw run`)."""
     return settings.data_dir / "nats" / "keys.password"
 
 
@@ -263,7 +263,7 @@ def write_server_config(path: Path, config: Mapping[str, Any]) -> None:
 
 
 def tls_context(settings: Settings) -> ssl.SSLContext | None:
-    """The client TLS context: verify the server with `nats.tls_ca` when set."""
+    """Build the client TLS context, which verifies the server with `nats.tls_ca`."""
     if settings.nats.tls_ca is None:
         return None
     try:

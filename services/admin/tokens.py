@@ -44,7 +44,7 @@ class TokenEntry:
     name: str = ""
 
     def public(self) -> dict[str, str]:
-        """The entry without its hash, for listings."""
+        """Return the entry without its hash, for listings."""
         return {
             "id": self.token_id,
             "role": str(self.role),
@@ -92,7 +92,7 @@ class TokenStore:
         return sorted(self._load().values(), key=lambda e: e.created)
 
     def verify(self, token: str) -> Role | None:
-        """The role of `token`, or None when it is unknown or malformed."""
+        """Return the role of `token`, or None when it is unknown or malformed."""
         prefix, _, rest = token.partition("_")
         token_id, _, secret = rest.partition("_")
         if prefix != _PREFIX or not token_id or not secret:
@@ -151,6 +151,6 @@ class TokenStore:
 
 
 def token_store(settings: Settings) -> TokenStore:
-    """The token file of these settings: `admin.tokens_file` or the default."""
+    """Open the token file of `settings`: `admin.tokens_file` or the default."""
     path = settings.admin.tokens_file or settings.data_dir / "admin-tokens.json"
     return TokenStore(path)

@@ -37,11 +37,12 @@ def key_id_of(private_key: PrivateKeyTypes) -> str:
 class KeyStore:
     """Sealed keys in the bucket, opened with the KEK or, during a rotation, the next.
 
-    While a rotation runs (`smimegw keys rotate-kek`), the next KEK sits beside
-    the KEK file and blobs are sealed under either; each names its KEK by id,
-    so the store opens each with the right one and seals new keys under the
-    next KEK. A blob under a KEK id it does not hold makes it read the files
-    again, which picks up a rotation that started or finished since.
+    While a rotation runs (`smimegw keys rotate-kek`), the next KEK is in a file
+    beside the KEK file, and a blob may be sealed under either. Each blob names
+    its KEK by id, so the store opens it with the right one. New keys are
+    sealed under the next KEK. A blob under a KEK id that the store does not
+    have makes it read the files again, to pick up a rotation that started or
+    finished since.
     """
 
     def __init__(self, js: JetStreamContext, kek: keyvault.KeyEncryptionKey) -> None:
@@ -105,7 +106,7 @@ class RotationError(Exception):
 
 @dataclass(frozen=True)
 class Rotation:
-    """What a finished KEK rotation did."""
+    """Counts and KEK ids of a finished KEK rotation."""
 
     old_kek_id: str
     new_kek_id: str
@@ -187,7 +188,7 @@ async def _reseal_pass(
         private_key = keyvault.open_sealed(kek, key_id, blob)
         sealed = keyvault.seal(new, key_id, private_key)
         try:
-            # Only if nobody replaced the blob since it was read.
+            # Only if the blob is unchanged since it was read.
             await bucket.update(key_id, sealed, last=entry.revision)
         except KeyWrongLastSequenceError:
             continue  # changed meanwhile; the next pass looks again

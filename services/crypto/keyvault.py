@@ -118,12 +118,12 @@ def create_kek(path: Path) -> KeyEncryptionKey:
 
 
 def next_kek_path(path: Path) -> Path:
-    """Where a KEK rotation keeps the new KEK until every key is sealed under it."""
+    """Return where a KEK rotation keeps the new KEK until every key uses it."""
     return path.with_name(path.name + ".new")
 
 
 def retired_kek_path(path: Path) -> Path:
-    """Where a finished KEK rotation keeps a copy of the KEK it replaced."""
+    """Return where a finished KEK rotation keeps a copy of the KEK it replaced."""
     return path.with_name(path.name + ".old")
 
 

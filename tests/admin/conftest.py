@@ -64,7 +64,7 @@ async def admin(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Admin
         transport=transport, base_url="http://admin"
     ) as client:
         admin = Admin(gateway, client, read_token, write_token, service)
-        # NOTE: policy's history query does not answer while CONFIG is empty,
+        # NOTE: policy's history query sends no reply while CONFIG is empty,
         # so every module starts with one CA imported.
         response = await client.post(
             "/api/v1/cas",

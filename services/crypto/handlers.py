@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from schemas import CryptoOperation, Event, MailProcessed, MailRouted
 from smimegw.runtime import Attempt, Runtime
-from smimegw.telemetry import crypto_span
+from smimegw.telemetry import crypto_span, stage_span
 
 log = logging.getLogger("smimegw.crypto")
 
@@ -63,7 +63,12 @@ class CryptoHandlers:
         if transform is None:
             raise RuntimeError("crypto service is not started: no keys loaded yet")
         message = await self.runtime.bodies.get(event.body)
-        result = await transform(event, message)
+        # The stage span; each S/MIME operation inside adds its own crypto_span.
+        attributes = {"smimegw.plan_id": event.plan_id}
+        with stage_span(f"crypto.{event.action}", attributes) as span:
+            result = await transform(event, message)
+            done = ",".join(op.operation for op in result.operations)
+            span.set_attribute("smimegw.crypto.operations", done)
         for extra in result.events:
             await self.runtime.publish(extra)
         key = event.plan_id

@@ -1,13 +1,15 @@
-"""`smimegw admin ...`: the admin API's tokens, and running the API itself."""
+"""`smimegw admin ...`: the admin API, its tokens, and NATS users for deployments."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from services.admin.tokens import Role, TokenStoreError, token_store
+from smimegw import natsauth
 from smimegw.commands import CommandError, add_config, add_json
 from smimegw.settings import load_settings
 
@@ -58,6 +60,29 @@ def cmd_token_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_nats_users(args: argparse.Namespace) -> int:
+    """Write the NATS users for a deployment: the server's part and each service's."""
+    settings = load_settings(args.config)
+    passwords = natsauth.new_passwords()
+    output: Path = args.output
+    try:
+        natsauth.write_server_config(
+            output / "nats-auth.json", natsauth.server_config(passwords, settings)
+        )
+        for user, password in passwords.items():
+            natsauth.write_secret(
+                output / f"{user}.env",
+                f"SMIMEGW_NATS__USER={user}\nSMIMEGW_NATS__PASSWORD={password}\n",
+            )
+    except OSError as err:
+        raise CommandError(f"cannot write to {output}: {err.strerror}") from err
+    print(
+        f"wrote {output / 'nats-auth.json'} for nats-server (include it in its "
+        f"configuration) and one .env file per user in {output}, all mode 0600"
+    )
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from smimegw.logs import configure_logging
     from smimegw.service import run_until_signal
@@ -76,6 +101,16 @@ def register(commands: Any) -> None:
     )
     add_config(serve)
     serve.set_defaults(func=cmd_serve)
+
+    nats_users = admin_commands.add_parser(
+        "nats-users",
+        help="write per-service NATS users and permissions for a deployment",
+    )
+    nats_users.add_argument(
+        "--output", type=Path, required=True, help="folder for the files"
+    )
+    add_config(nats_users)
+    nats_users.set_defaults(func=cmd_nats_users)
 
     token = admin_commands.add_parser("token", help="bearer tokens of the admin API")
     tokens = token.add_subparsers(dest="token_command", required=True)

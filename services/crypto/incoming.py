@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from schemas import Event, MailRouted
+from schemas import Event, MailDecrypted, MailRouted, SignerReport
 from services.crypto.cms.envelope import (
     RecipientId,
     RecipientKey,
@@ -51,8 +51,9 @@ from services.crypto.mime import (
     strip_headers,
 )
 from services.crypto.mime.headers import MediaInfo, parse_header_block
-from services.crypto.result_headers import RESULT_HEADERS
+from services.crypto.result_headers import RESULT_HEADERS, signer_verdict
 from smimegw.configstate import BindingEntry, ConfigFollower
+from smimegw.telemetry import AttributeValue, checked_attributes, crypto_span
 
 log = logging.getLogger("smimegw.crypto")
 
@@ -131,13 +132,17 @@ class IncomingProcessor:
 
         if smime.kind is SmimeKind.ENVELOPED:
             assert smime.der is not None
-            content = await self._decrypt(event, outcome, smime.der)
+            with crypto_span("decrypt", None, None) as span:
+                content = await self._decrypt(event, outcome, smime.der)
+                span.set_attributes(_decryption_attributes(outcome.decryptions[-1]))
             if content is None:
                 return False
             outcome.entity = content
             return True
         if smime.kind in (SmimeKind.OPAQUE_SIGNED, SmimeKind.DETACHED_SIGNED):
-            inner = await self._verify(outcome, smime, sender)
+            with crypto_span("verify", None, None) as span:
+                inner = await self._verify(outcome, smime, sender)
+                span.set_attributes(_layer_attributes(outcome.signature_layers))
             if inner is None:
                 return False
             outcome.entity = inner
@@ -294,6 +299,39 @@ def _strip_result_fields_by_line(message: bytes) -> bytes:
             kept.append(line)
         position = end
     return b"".join(kept) + message[position:]
+
+
+def _decryption_attributes(decrypted: MailDecrypted) -> dict[str, AttributeValue]:
+    return checked_attributes(
+        {
+            "smimegw.crypto.status": decrypted.status,
+            "smimegw.crypto.algorithm": decrypted.content_algorithm,
+            "smimegw.certificate.fingerprint": decrypted.fingerprint,
+            "smimegw.binding.id": decrypted.binding_id,
+        }
+    )
+
+
+def _layer_attributes(
+    layers: list[tuple[SignerReport, ...]],
+) -> dict[str, AttributeValue]:
+    """Describe the newest signature layer by its first signer and its worst result."""
+    reports = layers[-1]
+    first = reports[0]
+    verdicts = {signer_verdict(report) for report in reports}
+    worst = next(v for v in ("invalid", "weak", "valid") if v in verdicts)
+    return checked_attributes(
+        {
+            "smimegw.crypto.layer": len(layers),
+            "smimegw.crypto.signers": len(reports),
+            "smimegw.crypto.result": worst,
+            "smimegw.crypto.algorithm": (
+                f"{first.signature_algorithm}-{first.digest_algorithm}"
+            ),
+            "smimegw.certificate.fingerprint": first.fingerprint or None,
+            "smimegw.certificate.status": first.certificate_status,
+        }
+    )
 
 
 def _detect(entity: bytes) -> Smime:

@@ -86,6 +86,8 @@ class Incoming:
         self.sink = sink
         self.admin = admin
         self.bob_binding = bob_binding
+        # Queue id that ingress answered, by sender address.
+        self.queue_ids: dict[str, str] = {}
         self._count = 0
 
     async def send(self, message: bytes, recipient: str = BOB) -> str:
@@ -94,7 +96,8 @@ class Incoming:
         sender = f"m{self._count}@example.net"
         host, port = self.gateway.smtp_address
         async with aiosmtplib.SMTP(hostname=host, port=port) as smtp:
-            await smtp.sendmail(sender, [recipient], message)
+            _, reply = await smtp.sendmail(sender, [recipient], message)
+        self.queue_ids[sender] = reply.rsplit(" ", 1)[-1]
         return sender
 
     async def delivered(self, senders: list[str]) -> dict[str, Delivered]:

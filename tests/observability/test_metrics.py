@@ -199,3 +199,12 @@ def test_port_in_use_logged(caplog: pytest.LogCaptureFixture) -> None:
     finally:
         first.close()
         second.close()
+
+
+def test_odd_stage_counted_as_other() -> None:
+    count = metrics.STAGE_DURATION.labels(stage="other")
+    before = sum(b.get() for b in count._buckets)
+    with metrics.time_stage("Odd Stage"):
+        pass
+    metrics.record_parked("Odd Stage")
+    assert sum(b.get() for b in count._buckets) - before == 1

@@ -18,10 +18,10 @@ DECRYPTION_HEADER = "X-Smimegw-Decryption"
 # its own, so a sender cannot forge a result.
 RESULT_HEADERS = (SIGNATURE_HEADER, DECRYPTION_HEADER)
 
-# Reasons and names are cut to this many characters, which keeps every field line
-# well under 998 octets.
+# Quoted reasons and names are cut to this many characters, which keeps every field
+# line under 998 octets: a signature field has at most three of them.
 _MAX_TEXT = 200
-_UNSAFE = re.compile(r'[^\x20-\x7e]|["\\]')
+_UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
 
 
 def signer_verdict(report: SignerReport) -> str:
@@ -74,10 +74,22 @@ def decryption_field(event: MailDecrypted) -> tuple[str, str]:
 
 
 def _quote(text: str) -> str:
-    """Quote `text` as an RFC 2045 quoted-string; other bytes than ASCII become "?"."""
-    shortened = text if len(text) <= _MAX_TEXT else text[: _MAX_TEXT - 3] + "..."
-    escaped = _UNSAFE.sub(
-        lambda match: "\\" + match.group() if match.group() in '"\\' else "?",
-        shortened,
-    )
-    return f'"{escaped}"'
+    """Quote `text` as an RFC 2045 quoted-string; unprintable characters become "?".
+
+    The quoted content, escapes included, is cut to _MAX_TEXT characters.
+    """
+    pieces: list[str] = []
+    length = 0
+    for char in text:
+        if char in '"\\':
+            piece = "\\" + char
+        elif _UNPRINTABLE.match(char):
+            piece = "?"
+        else:
+            piece = char
+        if length + len(piece) > _MAX_TEXT - 3:
+            pieces.append("...")
+            break
+        pieces.append(piece)
+        length += len(piece)
+    return '"' + "".join(pieces) + '"'

@@ -68,3 +68,21 @@ def test_reasons_only_when_not_valid() -> None:
     assert parameters(expired)["reason"] == "digest mismatch"
     assert parameters(expired)["certificate"] == "expired"
     assert parameters(expired)["certificate-reason"].startswith("signer certificate")
+
+
+def test_escapes_count_toward_limit() -> None:
+    hostile = report(
+        subject='"' * 500,
+        signature="invalid",
+        signature_reason="\\" * 500,
+        certificate_status="untrusted",
+        certificate_reason='"\\' * 500,
+    )
+
+    name, value = signature_field(16, 16, hostile)
+
+    line = prepend_headers(b"\r\n", [(name, value)])
+    assert len(line.split(b"\r\n")[0]) <= 998
+    fields = parameters(value)
+    assert fields["signer"] == '"' * 98 + "..."
+    assert fields["reason"] == "\\" * 98 + "..."

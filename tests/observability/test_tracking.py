@@ -136,3 +136,35 @@ async def test_verify_names_tampered_row(
     else:
         assert f"FAILED at record {row_id}\n" in out
         assert f"record {row_id} is missing" in out
+
+
+async def test_trace_includes_bounce_and_dsn(
+    gateway: Gateway,
+    sink: SinkServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    sink.handler.rcpt_replies["gone@example.net"] = "550 5.1.1 no such user"
+    queue_id = await send(gateway, ["gone@example.net"])
+
+    async def dsn_delivered() -> bool:
+        events = await audit_events(gateway.url, queue_id=queue_id)
+        return any(
+            e["type"] == "mail.delivered" and e["queue_id"] != queue_id for e in events
+        )
+
+    await wait_until(dsn_delivered, timeout=30)
+    config = write_config(gateway, tmp_path)
+    status, out = await run_cli(
+        ["trace", queue_id, "--json", "--config", str(config)], capsys
+    )
+    assert status == 0
+    steps = json.loads(out)
+    (bounced,) = [s for s in steps if s["type"] == "mail.bounced"]
+    assert bounced["service"] == "delivery"
+    assert bounced["outcome"].startswith("550")
+    dsn = [s for s in steps if s["queue_id"] != queue_id]
+    assert [s["type"] for s in dsn] == ["mail.processed", "mail.delivered"]
+    assert dsn[0]["decision"] == "DSN"
+    assert dsn[0]["service"] == "delivery"
+    assert len({s["trace_id"] for s in steps}) == 1

@@ -3,9 +3,13 @@
 The outcome of each recipient is stored in the `delivery_state` bucket before
 the events about it are published and before the bus message is acked. A
 redelivered message therefore skips the recipients already finished and only
-publishes their events again (with the same ids). The window that cannot be
-closed: a crash after the next hop's 250 and before the state write sends that
-copy again.
+publishes their events again (with the same ids).
+
+The window that cannot be closed is the time from the next hop's 250 to the
+stored state. A crash inside it, or a state write that keeps failing for half
+of bus.ack_wait, makes the redelivery send that copy again. benchmarks/soak
+measured it on 10,000 messages in a three-node cluster on two shared cores:
+median 21 ms, 99th percentile 0.23 s, max 0.89 s.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import nats
 import pytest
+from nats.js.api import StorageType
 
 from smimegw import streams
 from smimegw.service import SERVICE_NAMES
@@ -94,7 +95,14 @@ async def test_kills_in_a_cluster_lose_nothing(
         nc = await nats.connect(survivors.split(","))
         try:
             js = nc.jetstream()
-            mail = await js.stream_info(streams.MAIL)
+            stored = {
+                name: (await js.stream_info(name)).config
+                for name in (
+                    *(c.name for c in streams.stream_configs(settings)),
+                    f"KV_{streams.DELIVERY_BUCKET}",
+                    f"KV_{streams.KEYS_BUCKET}",
+                )
+            }
             parked = await js.stream_info(streams.PARKED)
         finally:
             await nc.close()
@@ -105,7 +113,9 @@ async def test_kills_in_a_cluster_lose_nothing(
             f"({len(sink.messages) - TOTAL} extra copies; {resent} sent twice "
             f"by the client after a lost reply; {result.resends} client retries)"
         )
-        assert mail.config.num_replicas == 3
+        for name, config in stored.items():
+            assert config.num_replicas == 3, name
+            assert config.storage == StorageType.FILE, name
         assert parked.state.messages == 0
         # Copies come only from the unclosable windows: a replica killed after
         # the next hop's 250 and before its record, or a client resending after

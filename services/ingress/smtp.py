@@ -20,11 +20,15 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from aiosmtpd.smtp import SMTP
+from aiosmtpd.smtp import MISSING, SMTP
 
 from services.ingress.limits import ClientLimits
 
 log = logging.getLogger("smimegw.ingress")
+
+# The line that ends DATA, and the same with the end of the line before it.
+_DOT_LINE_END = b".\r\n"
+_END_OF_DATA = b"\r\n.\r\n"
 
 REPLY_TOO_MANY_CONNECTIONS = (
     "421 4.7.0 Too many connections from your address; try again later"
@@ -96,7 +100,7 @@ class GatewaySMTP(SMTP):
     def _timeout_cb(self) -> None:
         # RFC 5321 section 4.5.3.2: close with 421 after a timeout.
         if self.transport is not None and not self.transport.is_closing():
-            log.info("SMTP client %s timed out; replied 421", self.peer_ip)
+            log.info("SMTP client %s timed out; answered 421", self.peer_ip)
             self._writer.write(REPLY_TIMEOUT.encode() + b"\r\n")
         super()._timeout_cb()  # type: ignore[no-untyped-call]
 
@@ -107,7 +111,7 @@ class GatewaySMTP(SMTP):
                 self.transport.close()
             return
         if self._limits is not None and not self._limits.start_message(self.peer_ip):
-            log.info("message rate of %s over the limit; replied 450", self.peer_ip)
+            log.info("message rate of %s over the limit; answered 450", self.peer_ip)
             await self.push(REPLY_RATE_LIMITED)
             return
         await super().smtp_MAIL(arg)
@@ -115,10 +119,75 @@ class GatewaySMTP(SMTP):
             self._messages += 1
 
     async def smtp_DATA(self, arg: str) -> None:
+        """Receive the message like aiosmtpd 1.4.6, reading it in large pieces.
+
+        aiosmtpd reads DATA one line at a time, which was about half of the
+        ingress service's CPU time for 100 KB messages under load. Unlike
+        aiosmtpd, a line longer than the stream limit is answered 552 (too much
+        data) rather than 500: that limit is above the message size limit.
+        """
         # aiosmtpd resets its timer at each command only, so this bounds the
         # whole transfer: a client sending one byte at a time is cut off.
         self._reset_timeout(self._data_timeout)
-        await super().smtp_DATA(arg)
+        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        content = await self._read_data()
+        if content is None:
+            # RFC 5321 section 4.2.5: the reply comes after the whole transfer.
+            await self.push("552 Error: Too much mail data")
+            self._set_post_data_state()  # type: ignore[no-untyped-call]
+            return
+        self.envelope.content = content
+        self.envelope.original_content = content
+        status = await self._call_handler_hook("DATA")
+        self._set_post_data_state()  # type: ignore[no-untyped-call]
+        await self.push("250 OK" if status is MISSING else status)
+
+    async def _read_data(self) -> bytes | None:
+        """Read DATA up to CRLF . CRLF and undo dot-stuffing (RFC 5321 4.5.2).
+
+        Returns None when the data exceeds `data_size_limit`; the rest is read
+        and dropped so the session can go on. Each read ends at the next
+        ".<CRLF>", and since DATA starts at a line start and every piece ends
+        with CRLF, a piece ends the data when it is ".<CRLF>" alone or ends
+        with "<CRLF>.<CRLF>".
+        """
+        limit = self.data_size_limit
+        pieces: list[bytes] = []
+        size = 0
+        too_much = False
+        while True:
+            try:
+                piece = await self._reader.readuntil(_DOT_LINE_END)
+            except asyncio.LimitOverrunError as err:
+                # Longer than the stream's limit without a ".<CRLF>": drop it.
+                await self._reader.read(err.consumed)
+                pieces.clear()
+                too_much = True
+                continue
+            end = piece == _DOT_LINE_END or piece.endswith(_END_OF_DATA)
+            size += len(piece)
+            if limit and size - (len(_DOT_LINE_END) if end else 0) > limit:
+                pieces.clear()
+                too_much = True
+            if not too_much:
+                pieces.append(piece)
+            if end:
+                break
+        if too_much:
+            return None
+        data = b"".join(pieces)[: -len(_DOT_LINE_END)]
+        if data.startswith(b"."):
+            data = data[1:]
+        return data.replace(b"\r\n.", b"\r\n")
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         try:

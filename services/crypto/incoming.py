@@ -97,7 +97,12 @@ class IncomingProcessor:
         body = received
         if outcome.fields:
             # A decrypted entity may carry forged result fields of its own.
-            body = strip_headers(outcome.delivered, RESULT_HEADERS)
+            try:
+                body = strip_headers(outcome.delivered, RESULT_HEADERS)
+            except MimeError:
+                # The outer fields and the decrypted entity's fields, each within
+                # the limits, can together exceed them.
+                body = _strip_result_fields_by_line(outcome.delivered)
             body = prepend_headers(body, outcome.fields)
         log.info(
             "plan %s: opened %d signature layer(s), %d enveloped layer(s)",

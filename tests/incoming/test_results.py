@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import base64
 import subprocess
+from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from services.crypto.incoming import MAX_LAYERS
@@ -258,3 +259,42 @@ async def test_certs_only_passes_through(incoming: Incoming) -> None:
     assert delivered.signatures == ()
     assert delivered.decryptions == ()
     assert delivered.message == wire_form(message)
+
+
+async def test_decrypted_fields_past_limit(incoming: Incoming, tmp_path: Path) -> None:
+    # The decrypted entity has exactly as many header fields as the limit allows
+    # (the filler, two forged fields and Content-Type); with the outer fields it
+    # has more.
+    filler = b"".join(
+        b"X-Inner-%d: %d\r\n" % (number, number)
+        for number in range(MAX_HEADER_FIELDS - 3)
+    )
+    entity = filler + FORGED + b"Content-Type: text/plain\r\n\r\nInner text.\r\n"
+    _, bob, _ = pkcs12.load_key_and_certificates(
+        (THUNDERBIRD / "Bob.p12").read_bytes(), b"nss"
+    )
+    assert bob is not None
+    bob_pem = tmp_path / "bob.pem"
+    bob_pem.write_bytes(bob.public_bytes(serialization.Encoding.PEM))
+    done = subprocess.run(
+        [
+            "openssl", "cms", "-encrypt", "-aes256",
+            "-from", "mallory@example.net", "-to", "bob@example.com",
+            "-subject", "many fields", str(bob_pem),
+        ],
+        input=entity,
+        capture_output=True,
+        timeout=30,
+        check=True,
+    )  # fmt: skip
+    sender = await incoming.send(wire_form(done.stdout))
+    delivered = (await incoming.delivered([sender]))[sender]
+
+    [fields] = delivered.decryptions
+    assert fields["status"] == "decrypted"
+    head = delivered.message.split(b"\r\n\r\n")[0]
+    assert head.count(b"\r\n") + 1 > MAX_HEADER_FIELDS
+    assert delivered.content.lower().count(b"x-smimegw-") == 1
+    assert delivered.message.endswith(
+        filler + b"Content-Type: text/plain\r\n\r\nInner text.\r\n"
+    )

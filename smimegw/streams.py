@@ -8,6 +8,8 @@ Retention per stream:
   message is finished, so no age limit: a parked message keeps its body.
 - PARKED (`parked.>`): bus messages a service gave up on, kept until an operator
   retries or drops them.
+- KV delivery_state: what delivery handed to the next hop, kept for
+  `bus.mail_max_age` like the events it is about.
 """
 
 from __future__ import annotations
@@ -99,6 +101,15 @@ async def provision(js: JetStreamContext, settings: Settings) -> None:
                     history=1,
                     storage=StorageType.FILE,
                     replicas=settings.nats.replicas,
+                    # Delivery state matters while its mail.processed event can
+                    # be redelivered, which ends when MAIL drops the event.
+                    # NOTE: applied when the bucket is created, not to an
+                    # existing one.
+                    ttl=(
+                        settings.bus.mail_max_age.total_seconds()
+                        if bucket == DELIVERY_BUCKET
+                        else None
+                    ),
                 )
             )
     log.debug("streams provisioned")

@@ -116,6 +116,11 @@ async def test_kills_in_a_cluster_lose_nothing(
         for name, config in stored.items():
             assert config.num_replicas == 3, name
             assert config.storage == StorageType.FILE, name
+        assert stored["MAIL"].max_age == settings.bus.mail_max_age.total_seconds()
+        delivery_state = stored[f"KV_{streams.DELIVERY_BUCKET}"]
+        assert delivery_state.max_age == settings.bus.mail_max_age.total_seconds()
+        assert not stored["CONFIG"].max_age
+        assert not stored["BODIES"].max_age
         assert parked.state.messages == 0
         # Copies come only from the unclosable windows: a replica killed after
         # the next hop's 250 and before its record, or a client resending after

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, overload
 
 from schemas import (
     CryptoOperation,
@@ -27,6 +27,12 @@ log = logging.getLogger("smimegw.crypto")
 # Content encryption that decrypts but is reported as weak: Triple DES has 64-bit
 # blocks, and outgoing mail reports it the same way.
 WEAK_CONTENT = frozenset({"3des-cbc"})
+
+# Bounds on the text that a sender's certificate or structure puts into an event.
+# With them, a mail.verified event of 8 layers of 16 signers (the most verify
+# reads) stays under 1 MiB, the default maximum payload of nats-server.
+MAX_EVENT_TEXT = 256
+MAX_EVENT_ITEMS = 8
 
 
 @dataclass
@@ -50,26 +56,41 @@ def signer_report(signer: SignerResult) -> SignerReport:
     identity = signer.signer
     return SignerReport(
         signature=signer.signature,
-        signature_reason=signer.signature_reason,
-        digest_algorithm=signer.digest_algorithm,
-        signature_algorithm=signer.signature_algorithm,
+        signature_reason=bounded(signer.signature_reason),
+        digest_algorithm=bounded(signer.digest_algorithm),
+        signature_algorithm=bounded(signer.signature_algorithm),
         weak=signer.weak,
         certificate_status=signer.certificate_status,
-        certificate_reason=signer.certificate_reason,
-        subject=identity.subject if identity else "",
+        certificate_reason=bounded(signer.certificate_reason),
+        subject=bounded(identity.subject) if identity else "",
         fingerprint=identity.sha256_fingerprint if identity else "",
         from_matches=identity.from_matches if identity else None,
         signing_time=signer.signing_time,
-        addresses=identity.email_addresses if identity else (),
-        capabilities=signer.capabilities,
+        addresses=_bounded_items(identity.email_addresses) if identity else (),
+        capabilities=_bounded_items(signer.capabilities),
     )
+
+
+@overload
+def bounded(text: str) -> str: ...
+@overload
+def bounded(text: None) -> None: ...
+def bounded(text: str | None) -> str | None:
+    """Cut text from outside to MAX_EVENT_TEXT characters for an event."""
+    if text is None or len(text) <= MAX_EVENT_TEXT:
+        return text
+    return text[: MAX_EVENT_TEXT - 3] + "..."
+
+
+def _bounded_items(items: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(bounded(item) for item in items[:MAX_EVENT_ITEMS])
 
 
 def failed_report(reason: str) -> SignerReport:
     """Build the signer entry of a signature layer that could not be read at all."""
     return SignerReport(
         signature="invalid",
-        signature_reason=reason,
+        signature_reason=bounded(reason),
         digest_algorithm="unknown",
         signature_algorithm="unknown",
         weak=False,
@@ -123,7 +144,7 @@ def record_decryption(
         key=str(index),
         recipients=event.recipients,
         status=status,
-        reason=reason,
+        reason=bounded(reason),
         content_algorithm=None,
         key_algorithm=None,
         binding_id=None,

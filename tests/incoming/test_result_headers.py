@@ -1,8 +1,18 @@
-"""Result header fields built from hostile signer names and reasons."""
+"""Result header fields and events built from hostile signer names and reasons."""
 
 from __future__ import annotations
 
-from schemas import SignerReport
+from datetime import UTC, datetime
+
+from schemas import BodyRef, MailRouted, SignerReport
+from services.crypto.cms.signed import MAX_SIGNERS, SignerIdentity, SignerResult
+from services.crypto.incoming import MAX_LAYERS
+from services.crypto.incoming_results import (
+    MAX_EVENT_ITEMS,
+    MAX_EVENT_TEXT,
+    signer_report,
+    verified_event,
+)
 from services.crypto.mime import prepend_headers
 from services.crypto.result_headers import signature_field, signer_verdict
 from tests.incoming.conftest import parameters
@@ -86,3 +96,30 @@ def test_escapes_count_toward_limit() -> None:
     fields = parameters(value)
     assert fields["signer"] == '"' * 98 + "..."
     assert fields["reason"] == "\\" * 98 + "..."
+
+
+def test_worst_event_under_payload_limit() -> None:
+    # A hostile certificate: huge subject, thousands of addresses and capabilities.
+    text = "x" * 100_000
+    identity = SignerIdentity(text, text, 1, "ab" * 32, (text,) * 1000, True)
+    result = SignerResult(
+        "invalid", text, text, text, True, "untrusted", text, identity,
+        datetime.now(UTC), (text,) * 1000,
+    )  # fmt: skip
+    routed = MailRouted.create(
+        plan_id="q-0",
+        group=0,
+        groups=1,
+        sender="mallory@example.net",
+        recipients=tuple(f"user{number}@example.com" for number in range(100)),
+        action="open",
+        reason="internal recipient",
+        body=BodyRef(key="q", size=1, sha256="0" * 64, chunks=1),
+    )
+
+    report = signer_report(result)
+    event = verified_event(routed, [(report,) * MAX_SIGNERS] * MAX_LAYERS)
+
+    assert len(report.subject) == MAX_EVENT_TEXT
+    assert len(report.addresses) == MAX_EVENT_ITEMS
+    assert len(event.encode()) < 1024 * 1024

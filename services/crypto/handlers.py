@@ -6,7 +6,16 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from schemas import CryptoOperation, Event, MailProcessed, MailRouted
+from schemas import (
+    CryptoOperation,
+    Event,
+    MailDecrypted,
+    MailProcessed,
+    MailRouted,
+    MailVerified,
+    SignerReport,
+)
+from smimegw import metrics
 from smimegw.runtime import Attempt, Runtime
 from smimegw.telemetry import crypto_span, stage_span
 
@@ -71,6 +80,7 @@ class CryptoHandlers:
             span.set_attribute("smimegw.crypto.operations", done)
         for extra in result.events:
             await self.runtime.publish(extra)
+        count_results(result)
         key = event.plan_id
         ref = await self.runtime.bodies.put(key, result.body)
         return MailProcessed.create(
@@ -84,3 +94,28 @@ class CryptoHandlers:
             original_body=event.body.key,
             plans=event.groups,
         )
+
+
+def count_results(result: Transformed) -> None:
+    """Count each S/MIME operation by its result for the metrics endpoint."""
+    for operation in result.operations:
+        if operation.operation in ("sign", "encrypt", "decrypt"):
+            metrics.record_crypto(operation.operation, "ok")
+    for extra in result.events:
+        if isinstance(extra, MailDecrypted) and extra.status != "decrypted":
+            metrics.record_crypto("decrypt", extra.status)
+        if isinstance(extra, MailVerified):
+            for layer in extra.layers:
+                for signer in layer:
+                    metrics.record_crypto("verify", verify_result(signer))
+
+
+def verify_result(signer: SignerReport) -> str:
+    """One word for a signer: invalid, weak, untrusted, expired, ... or valid."""
+    if signer.signature == "invalid":
+        return "invalid"
+    if signer.weak:
+        return "weak"
+    if signer.certificate_status != "trusted":
+        return signer.certificate_status
+    return "valid"

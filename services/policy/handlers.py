@@ -9,6 +9,7 @@ from schemas import MailHeld, MailReceived, MailRouted, MailUnprotected
 from services.policy.hold import HeldCopy, HoldQueue
 from services.policy.partners import PartnerStore
 from services.policy.planning import Group, Headers, Planner, profile_spec
+from smimegw import metrics
 from smimegw.configstate import ConfigFollower
 from smimegw.runtime import Attempt, Runtime
 from smimegw.telemetry import stage_span
@@ -85,6 +86,7 @@ class PolicyHandlers:
                 received=event.model_dump_json(),
             )
         )
+        metrics.record_held("no-certificate")
         await self.runtime.publish(
             MailHeld.create(
                 cause=event,

@@ -45,7 +45,8 @@ async def test_200_messages_reach_sink(
         async with aiosmtplib.SMTP(hostname=host, port=port) as smtp:
             for i in range(50):
                 index = number * 50 + i
-                recipients = [f"user{index}@example.com", f"other{index}@example.net"]
+                # Both outside internal_domains: one plan, relayed as is.
+                recipients = [f"user{index}@example.org", f"other{index}@example.net"]
                 body = make_message(index, recipients[0])
                 _, reply = await smtp.sendmail(
                     f"sender{index}@example.com", recipients, body

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import aiosmtplib
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtplib.protocol import normalize_message_line_endings
 
 from services.ingress.smtp import GatewaySMTP
 from tests.harness import free_port
@@ -108,6 +110,19 @@ async def test_content_round_trips(server: Server, message: bytes) -> None:
         await client.sendmail("a@example.com", ["b@example.com"], message)
     expected = message if message.endswith(b"\r\n") else message + b"\r\n"
     assert server.keeper.contents == [expected]
+
+
+async def test_random_content_round_trips(server: Server) -> None:
+    rng = random.Random(3)
+    parts = [b"\r\n", b".", b"..", b"\r\n.\r", b"\n", b"x" * 900, b"y" * 4090]
+    sent = []
+    client = aiosmtplib.SMTP(hostname="127.0.0.1", port=server.port, timeout=10)
+    async with client:
+        for _ in range(25):
+            message = b"".join(rng.choice(parts) for _ in range(rng.randrange(1, 60)))
+            await client.sendmail("a@example.com", ["b@example.com"], message)
+            sent.append(normalize_message_line_endings(message))
+    assert server.keeper.contents == sent
 
 
 async def test_terminator_split_across_writes(server: Server) -> None:

@@ -71,7 +71,7 @@ def stream_configs(settings: Settings) -> list[StreamConfig]:
 
 
 def released_key(body_key: str) -> str:
-    """The delivery_state key marking body `body_key` as deleted on purpose.
+    """Return the delivery_state key that marks body `body_key` as deleted on purpose.
 
     Delivery writes it before it deletes the body of a finished message, so a
     stage that gets a stale redelivery of that message (its ack was lost) can

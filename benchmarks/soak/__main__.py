@@ -284,9 +284,9 @@ async def soak(args: argparse.Namespace, base: Path) -> dict[str, Any]:
         )
 
         # Per kill: how long until every message accepted in the 5 s before it
-        # had arrived (those a killed process may have held wait for ack_wait),
-        # the longest pause between arrivals in the 30 s after it, and how
-        # long the restarted process took to become ready.
+        # had arrived. A killed process may have held some of them, and those
+        # wait for ack_wait. Also the longest pause between arrivals in the
+        # 30 s after the kill, and the restarted process's time to ready.
         arrival_times = sorted(a.monotonic for a in sink.arrivals)
         recovery = []
         for kill in kills:

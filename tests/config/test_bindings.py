@@ -382,4 +382,4 @@ async def test_import_failures(
         )
         return any(e["category"] == category for e in events)
 
-    await wait_until(audited, timeout=20)
+    await wait_until(audited, timeout=60)

@@ -160,7 +160,7 @@ async def test_no_secret_leaks(
         events = await audit_events(admin.gateway.url, type="config.*")
         return any(e["type"] == "config.certificate.import_failed" for e in events)
 
-    await wait_until(audited, timeout=20)
+    await wait_until(audited, timeout=60)
 
     haystacks: dict[str, bytes] = {
         "logs": caplog.text.encode(),

@@ -146,7 +146,7 @@ async def test_send_plain_without_certificate(outgoing: Outgoing) -> None:
         events = await audit_events(outgoing.gateway.url, queue_id=queue_id)
         return any(e["type"] == "mail.unprotected" for e in events)
 
-    await wait_until(reported, timeout=10)
+    await wait_until(reported, timeout=60)
     events = await audit_events(outgoing.gateway.url, type="mail.unprotected")
     assert events[0]["recipients"] == ["carol@example.org"]
     assert "carol@example.org" in events[0]["reason"]
@@ -171,7 +171,7 @@ async def test_hold_released_when_certificate_imported(outgoing: Outgoing) -> No
         events = await audit_events(outgoing.gateway.url, queue_id=queue_id)
         return any(e["type"] == "mail.held" for e in events)
 
-    await wait_until(held, timeout=10)
+    await wait_until(held, timeout=60)
     await asyncio.sleep(1.0)
     assert outgoing.sink.messages == []
     eve = outgoing.keys.cert("Eve")

@@ -79,7 +79,7 @@ async def outbox_file(gateway: Gateway, queue_id: str) -> bytes:
     async def written() -> bool:
         return any(outbox.glob(f"{queue_id}.*.eml"))
 
-    await wait_until(written, timeout=20)
+    await wait_until(written, timeout=60)
     return next(outbox.glob(f"{queue_id}.*.eml")).read_bytes()
 
 

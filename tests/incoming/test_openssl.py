@@ -42,6 +42,7 @@ class Pki:
     carol: Identity  # issued by the imported CA
     dan: Identity  # issued by the imported CA
     expired: Identity  # issued by the imported CA, notAfter yesterday
+    future: Identity  # issued by the imported CA, notBefore tomorrow
     stranger: Identity  # issued by a CA that is not imported
     self_signed: Identity
     server: Identity  # issued by the imported CA for serverAuth only
@@ -183,6 +184,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
         carol=issued("carol", keys[2]),
         dan=issued("dan", keys[3]),
         expired=issued("expired", keys[4], days=(-400, -1)),
+        future=issued("future", ec.generate_private_key(ec.SECP384R1()), (1, 400)),
         stranger=_write(directory, "stranger", stranger, keys[5]),
         self_signed=_write(directory, "selfie", self_signed, keys[6]),
         retired=_write(directory, "retired", retired, keys[7]),
@@ -325,6 +327,7 @@ def sent_messages(pki: Pki) -> Iterator[tuple[str, bytes, Expected]]:
     signers = [
         (pki.carol, "trusted"),
         (pki.expired, "expired"),
+        (pki.future, "not-yet-valid"),
         # Issued by a CA that the gateway never imported.
         (pki.stranger, "untrusted"),
         (pki.self_signed, "untrusted"),

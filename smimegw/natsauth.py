@@ -102,7 +102,9 @@ def _config_follower() -> list[str]:
 
 
 def _common(user: str) -> list[str]:
-    """List what every service publishes: provisioning, parking, stream lookups."""
+    """List what every service publishes: provisioning, stream lookups, parking."""
+    # Ingress and admin consume nothing, so they never park a message.
+    parking = [] if user in ("ingress", "admin") else ["mail.parked", f"parked.{user}"]
     return [
         "$JS.API.INFO",
         "$JS.API.STREAM.NAMES",
@@ -115,8 +117,7 @@ def _common(user: str) -> list[str]:
         # first start; update stays allowed so that a changed setting applies.
         *_stream_api("UPDATE", _SHARED_STREAMS),
         *_stream_api("INFO", _SHARED_STREAMS + _KV_STREAMS),
-        "mail.parked",
-        f"parked.{user}",
+        *parking,
     ]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 from pathlib import Path
@@ -11,8 +12,12 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from nats.js.kv import KeyValue
 
+from services.admin.api import create_app
+from services.admin.bus import AdminBus
+from services.admin.tokens import TokenStore
 from services.crypto import keystore, keyvault
 from smimegw import streams
+from smimegw.cli import build_parser
 from tests.config.conftest import THUNDERBIRD
 from tests.conftest import gateway_settings
 from tests.harness import REPO, NatsServer
@@ -169,3 +174,30 @@ async def test_unknown_kek_stops_rotation(
         assert settings.kek_path.read_bytes() == before
     finally:
         await nc.close()
+
+
+def _command_names(parser: argparse.ArgumentParser, prefix: str = "") -> set[str]:
+    names = set()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                names.add(f"{prefix}{name}")
+                names |= _command_names(sub, f"{prefix}{name} ")
+    return names
+
+
+def test_no_command_exports_keys() -> None:
+    names = _command_names(build_parser())
+    assert "keys rotate-kek" in names
+    # `audit export` writes the event log, which holds no key.
+    exports = [n for n in names if "export" in n or "private" in n]
+    assert exports == ["audit export"] or not exports, exports
+    app = create_app(
+        AdminBus(None),  # type: ignore[arg-type]
+        TokenStore(Path("unused")),
+        max_upload=1,
+        max_request=1,
+    )
+    paths = app.openapi()["paths"]
+    assert "/api/v1/bindings" in paths
+    assert not [p for p in paths if "export" in p or "key" in p]

@@ -67,6 +67,9 @@ async def test_ingress_denied_keys_and_config(auth_server: AuthNatsServer) -> No
         await nc.subscribe(natsauth.CRYPTO_COMMANDS)
         await nc.publish("config.ca.imported", b"{}")
         await nc.publish("mail.routed", b"{}")
+        await nc.publish("mail.parked", b"{}")
+        await nc.publish("mail.received", b"{}")
+        await nc.publish("body.q1.0", b"body")
         await connection.settle()
     finally:
         await nc.close()
@@ -75,6 +78,10 @@ async def test_ingress_denied_keys_and_config(auth_server: AuthNatsServer) -> No
     assert f'subscription to "{natsauth.CRYPTO_COMMANDS}"' in joined
     assert 'publish to "config.ca.imported"' in joined
     assert 'publish to "mail.routed"' in joined
+    assert 'publish to "mail.parked"' in joined
+    # What ingress exists for: the event and the body.
+    assert 'publish to "mail.received"' not in joined
+    assert 'publish to "body.q1.0"' not in joined
 
 
 async def test_only_crypto_reads_keys(auth_server: AuthNatsServer) -> None:

@@ -516,3 +516,20 @@ async def test_openssl_forms(incoming: Incoming, pki: Pki) -> None:
         "RSA-PSS signer": "rsa-pss",
         "cms detached by carol": "rsa-pkcs1v15",
     }
+
+    # The signed entity left after decryption still verifies with OpenSSL.
+    checked = 0
+    for (name, _, expected), sender in zip(cases, senders, strict=True):
+        if expected.entity is None or expected.entity == ENTITY:
+            continue
+        checked += 1
+        done = subprocess.run(
+            ["openssl", "cms", "-verify", "-CAfile", str(pki.ca), "-purpose", "any"],
+            input=delivered[sender].message,
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
+        assert done.returncode == 0, (name, done.stderr.decode(errors="replace"))
+        assert done.stdout.replace(b"\r\n", b"\n") == ENTITY.replace(b"\r\n", b"\n")
+    assert checked == 2

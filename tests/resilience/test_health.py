@@ -6,8 +6,16 @@ import asyncio
 import json
 from pathlib import Path
 
+import nats
+import pytest
+
+from schemas import MailReceived
+from services.policy.handlers import PolicyHandlers
+from smimegw.ids import new_queue_id
+from smimegw.runtime import Attempt
 from tests.conftest import gateway_settings
 from tests.harness import Gateway, NatsServer, free_port, wait_until
+from tests.resilience.test_parking import received_without_body
 
 
 async def http_get(port: int, path: str) -> tuple[int, dict[str, object]]:
@@ -60,3 +68,40 @@ async def test_ready_follows_the_nats_connection(
         pass
     else:
         raise AssertionError("the health port is still open after the service stopped")
+
+
+async def test_ready_is_503_while_draining(
+    tmp_path: Path, nats_server: NatsServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def held(self: PolicyHandlers, event: MailReceived, attempt: Attempt) -> None:
+        entered.set()
+        await release.wait()
+
+    monkeypatch.setattr(PolicyHandlers, "on_received", held)
+    port = free_port()
+    settings = gateway_settings(tmp_path, health={"listen": f"127.0.0.1:{port}"})
+    gateway = Gateway(settings, nats_server.url)
+    await gateway.start(["policy"])
+    nc = await nats.connect(nats_server.url)
+    try:
+        event = received_without_body(new_queue_id(), b"held\r\n")
+        await nc.jetstream().publish(
+            "mail.received", event.encode(), headers={"Nats-Msg-Id": event.event_id}
+        )
+        await asyncio.wait_for(entered.wait(), timeout=15)
+        gateway.stops["policy"].set()
+
+        async def draining() -> bool:
+            code, state = await http_get(port, "/readyz")
+            return code == 503 and state["draining"] is True
+
+        await wait_until(draining, timeout=15)
+        assert (await http_get(port, "/healthz"))[0] == 200
+        release.set()
+        await asyncio.wait_for(gateway.tasks.pop("policy"), timeout=30)
+    finally:
+        release.set()
+        await nc.close()
+        await gateway.stop()

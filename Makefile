@@ -38,7 +38,7 @@ bench: $(STAMP)
 
 # 10,000 messages with random kills; reports lost, duplicated, time to recover.
 soak: $(STAMP)
-	$(BIN)/python -m benchmarks.soak
+	$(BIN)/python -m benchmarks.soak $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) var

@@ -45,8 +45,12 @@ async def _request_bytes(
     url = nats_url(settings)
     try:
         async with asyncio.timeout(5):
+            # nats.url may list the servers of a cluster, comma-separated.
             nc = await nats.connect(
-                url, connect_timeout=3, allow_reconnect=False, max_reconnect_attempts=0
+                url.split(","),
+                connect_timeout=3,
+                allow_reconnect=False,
+                max_reconnect_attempts=0,
             )
     except (nats.errors.Error, OSError, TimeoutError) as err:
         raise GatewayUnreachableError(

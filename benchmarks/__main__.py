@@ -182,6 +182,8 @@ def main() -> int:
     print("\n".join(report.summary_table(results)))
     print()
     print("\n".join(report.target_table(found)))
+    print()
+    print("\n".join(report.process_table(results)))
     for result in results:
         for note in result.notes:
             print(f"note: {result.name}: {note}")

@@ -108,7 +108,7 @@ class GatewayProcess:
             )
 
     def pids(self) -> dict[str, int]:
-        """The service processes and nats-server by name."""
+        """Find the service processes and nats-server, by name."""
         assert self.process is not None
         named: dict[str, int] = {}
         for pid in procstat.descendants(self.process.pid):

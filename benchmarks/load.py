@@ -25,7 +25,7 @@ _MAX_RECONNECTS = 5
 
 @dataclass
 class LoadRun:
-    """What one load phase sent: id -> monotonic time of the `250` reply."""
+    """Record of one load phase: id -> monotonic time of the `250` reply."""
 
     accepted: dict[str, float] = field(default_factory=dict)
     started: float = 0.0
@@ -149,7 +149,7 @@ class SinkLog:
         return self.arrivals
 
     def by_id(self) -> dict[str, Arrival]:
-        """The last arrival of each id (one per id unless a message is split)."""
+        """Return the last arrival of each id (one per id unless a message is split)."""
         return {arrival.bench_id: arrival for arrival in self.poll()}
 
     async def wait_for(

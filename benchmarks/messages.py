@@ -65,7 +65,7 @@ def _headers(bench_id: str, sender: str, recipients: list[str], subject: str) ->
 def plain_message(
     bench_id: str, sender: str, recipients: list[str], body: bytes
 ) -> bytes:
-    """A text/plain message around `body`."""
+    """Build a text/plain message around `body`."""
     head = _headers(bench_id, sender, recipients, f"benchmark {bench_id}")
     head += "Content-Type: text/plain; charset=us-ascii\r\n"
     head += "Content-Transfer-Encoding: 7bit\r\n\r\n"
@@ -85,7 +85,7 @@ def signed_and_encrypted(
     recipient: Identity,
     body: bytes,
 ) -> bytes:
-    """An RFC 8551 message: multipart/signed (SHA-256), then enveloped (AES-256-CBC).
+    """Build an RFC 8551 message: multipart/signed (SHA-256), enveloped (AES-256-CBC).
 
     The signature is made over the CRLF entity as given (Binary), the way a
     client signs a canonical entity, and the result is wrapped by hand: this

@@ -22,7 +22,7 @@ def parent_of(pid: int) -> int | None:
 
 
 def descendants(pid: int) -> list[int]:
-    """Every process below `pid`, found by walking the parent links in /proc."""
+    """Find every process below `pid` by walking the parent links in /proc."""
     parents: dict[int, int] = {}
     for entry in _PROC.iterdir():
         if entry.name.isdigit():
@@ -74,7 +74,7 @@ def rss(pid: int) -> int:
 
 
 def peak_rss(pid: int) -> int:
-    """The resident set high-water mark (VmHWM) since start or the last reset."""
+    """Return the resident set high-water mark (VmHWM) since start or the last reset."""
     return _status_bytes(pid, "VmHWM")
 
 

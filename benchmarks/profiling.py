@@ -11,15 +11,16 @@ import collections
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
 def available() -> str | None:
-    """The path of py-spy, or None when it is not installed."""
-    beside = Path(shutil.which("python") or "").parent / "py-spy"
-    return shutil.which("py-spy") or (str(beside) if beside.is_file() else None)
+    """Return the path of py-spy, or None when it is not installed."""
+    beside = Path(sys.executable).parent / "py-spy"
+    return str(beside) if beside.is_file() else shutil.which("py-spy")
 
 
 def start(
@@ -68,7 +69,7 @@ def finish(started: list[tuple[subprocess.Popen[bytes], Path]]) -> None:
 
 
 def summary(path: Path, rows: int = 40) -> str:
-    """The functions with the most samples: own (leaf) time and inclusive time."""
+    """List the functions with the most samples, by own (leaf) and inclusive time."""
     own: collections.Counter[str] = collections.Counter()
     inclusive: collections.Counter[str] = collections.Counter()
     total = 0

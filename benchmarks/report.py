@@ -122,7 +122,7 @@ def summary_table(results: list[Result]) -> list[str]:
     return lines
 
 
-def _process_tables(results: list[Result]) -> list[str]:
+def process_table(results: list[Result]) -> list[str]:
     lines = [
         "### CPU time per message and peak memory, per process",
         "",
@@ -180,7 +180,7 @@ def markdown(
         "",
         *target_table(found),
         "",
-        *_process_tables(results),
+        *process_table(results),
         "",
     ]
     notes = [(r.name, note) for r in results for note in r.notes]
@@ -250,7 +250,7 @@ def latest_block(
     header: dict[str, str],
     markdown_name: str,
 ) -> str:
-    """The part of BENCHMARKS.md that each run rewrites."""
+    """Build the part of BENCHMARKS.md that each run rewrites."""
     stem = markdown_name.removesuffix(".md")
     lines = [
         f"Run {header['stamp']} at commit {header['commit']}, "

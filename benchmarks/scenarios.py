@@ -35,7 +35,7 @@ EXTERNAL_SENDER = "correspondent@partner.example"
 
 @dataclass
 class Context:
-    """What every scenario shares: keys, the sink, the limits."""
+    """Keys, sink and limits shared by every scenario."""
 
     directory: Path
     bounds: Bounds
@@ -153,7 +153,7 @@ def crypto_alone(context: Context, encoding: Encoding, name: str) -> Result:
 
 
 async def smtp_baseline(context: Context, name: str, *filter_args: str) -> Result:
-    """The bare relay, or with `--openssl ...` the OpenSSL content filter."""
+    """Measure the bare relay, or with `--openssl ...` the OpenSSL content filter."""
     result = Result(name=name, group="baseline", message_size=MESSAGE_SIZE)
     port = free_port()
     server = ServerProcess(
@@ -231,7 +231,7 @@ async def gateway_plain(context: Context) -> list[Result]:
 async def _wait_for_commands(
     gateway: GatewayProcess, timeout: float = 60.0
 ) -> str | None:
-    """Wait until the policy service answers commands; a reason if it never did."""
+    """Wait until the policy service replies to commands; a reason if it never did."""
     deadline = time.monotonic() + timeout
     while True:
         outcome = await asyncio.to_thread(gateway.cli, "ca", "list")
@@ -491,7 +491,7 @@ async def gateway_incoming(context: Context) -> list[Result]:
 def _prepared_source(
     context: Context, phase: str, prepared: list[Outgoing]
 ) -> MessageSource:
-    """The prepared messages, then more made on demand if a phase needs them."""
+    """Return the prepared messages, then more made on demand if a phase needs them."""
 
     def source(index: int) -> Outgoing:
         if index < len(prepared):

@@ -29,7 +29,7 @@ MAX_MESSAGE = 64 * 1024 * 1024
 
 
 def bench_id(recipients: list[str], content: bytes) -> str:
-    """The benchmark id from a `bench-ID@` recipient, else from X-Bench-Id, else -."""
+    """Find the benchmark id in a `bench-ID@` recipient, else in X-Bench-Id, else -."""
     for recipient in recipients:
         match = _BENCH_RECIPIENT.match(recipient)
         if match:

@@ -65,7 +65,7 @@ async def _request_bytes(
         ) from err
     except nats.errors.TimeoutError as err:
         raise GatewayUnreachableError(
-            f"{subject} at {url} did not answer within {timeout:.0f} s"
+            f"{subject} at {url} did not respond within {timeout:.0f} s"
         ) from err
     finally:
         await nc.close()

@@ -55,7 +55,7 @@ class RetryLater(Exception):
 
 @dataclass(frozen=True)
 class Attempt:
-    """Where a bus message stands: how often it was delivered, and its position."""
+    """The delivery count and stream position of a bus message."""
 
     number: int
     stream_sequence: int
@@ -70,7 +70,7 @@ def _stream_of(subject: str) -> str:
         return streams.CONFIG
     if subject.startswith("mail."):
         return streams.MAIL
-    raise ValueError(f"no stream holds subject {subject!r}")
+    raise ValueError(f"no stream contains subject {subject!r}")
 
 
 class Runtime:

@@ -87,7 +87,7 @@ class Supervisor:
         print("press Ctrl-C to stop", flush=True)
 
     def watch(self) -> None:
-        """Restart services that exit until a signal asks everything to stop."""
+        """Restart services that exit, until a signal requests a stop."""
         while not self.stopping:
             for name, child in list(self.children.items()):
                 if child.poll() is not None and not self.stopping:

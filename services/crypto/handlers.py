@@ -111,7 +111,7 @@ def count_results(result: Transformed) -> None:
 
 
 def verify_result(signer: SignerReport) -> str:
-    """One word for a signer: invalid, weak, untrusted, expired, ... or valid."""
+    """Summarise a signer in one word: invalid, weak, untrusted, ... or valid."""
     if signer.signature == "invalid":
         return "invalid"
     if signer.weak:

@@ -27,7 +27,7 @@ class KeyMissingError(LookupError):
 
 
 def key_id_of(private_key: PrivateKeyTypes) -> str:
-    """An id derived from the public key, so one key is stored once."""
+    """Derive an id from the public key, so one key is stored once."""
     public = private_key.public_key().public_bytes(
         Encoding.DER, PublicFormat.SubjectPublicKeyInfo
     )

@@ -1,4 +1,4 @@
-"""Outgoing S/MIME: sign and/or encrypt a message as the plan's profile asks.
+"""Outgoing S/MIME: sign and/or encrypt a message as the plan's profile specifies.
 
 The entity to protect is put in canonical form first (CRLF line ends, 7-bit
 transfer encodings), because relays re-encode 8-bit parts and would break the
@@ -48,7 +48,7 @@ def protect_message(
     recipients: list[x509.Certificate],
     content_algorithm: str | None = None,
 ) -> bytes:
-    """Sign, then encrypt, as `profile` says. CPU-bound: run it in a thread.
+    """Sign, then encrypt, as `profile` specifies. CPU-bound: run it in a thread.
 
     `content_algorithm` replaces the profile's algorithm, as the plan chose it.
     """
@@ -111,7 +111,7 @@ class OutgoingProcessor:
         if plan.signer_binding is not None:
             binding = await self._binding(plan.signer_binding)
             if binding.key_id is None:
-                raise PermanentError(f"binding {binding.binding_id} holds no key")
+                raise PermanentError(f"binding {binding.binding_id} has no private key")
             key = await self.keys.get(binding.key_id)
             chain = tuple(self.follower.state.chain_of(binding.certificate) or ())[1:]
             signer = Signer(binding.certificate, key, chain, binding)

@@ -54,7 +54,7 @@ class Outcome:
 
 @dataclass
 class DeliveryState:
-    """What the bucket stores for one mail.processed event."""
+    """The per-recipient outcomes stored in the bucket for one mail.processed event."""
 
     outcomes: list[Outcome] = field(default_factory=list)
     deferrals: int = 0
@@ -401,7 +401,7 @@ def _outcome_key(outcome: Outcome) -> str:
 
 
 def _dsn_queue_id(event: MailProcessed, outcome: Outcome) -> str | None:
-    """The DSN's queue id, derived so that a retry builds the same DSN.
+    """Derive the DSN's queue id, so that a retry builds the same DSN.
 
     None for a message from the null sender: RFC 5321 section 4.5.5 forbids a
     DSN about a DSN.

@@ -77,7 +77,7 @@ WEAK_ALGORITHMS = frozenset({"3des-cbc"})
 def split_bundle(
     certificates: list[x509.Certificate], file_name: str
 ) -> tuple[x509.Certificate, list[x509.Certificate]]:
-    """The one personal certificate of a file, and the CA certificates beside it."""
+    """Split a file into its one personal certificate and the CA certificates."""
     personal = [c for c in certificates if not certs.facts_of(c).is_ca]
     if len(personal) != 1:
         raise certs.CertificateImportError(
@@ -466,7 +466,7 @@ class PolicyConfig:
         return CommandReply(ok=True, result=result)
 
     async def history(self) -> list[dict[str, Any]]:
-        """The CONFIG events, oldest first, without certificate bodies."""
+        """Read the CONFIG events, oldest first, without certificate bodies."""
         js = self.runtime.js
         info = await js.stream_info(streams.CONFIG)
         events: list[dict[str, Any]] = []

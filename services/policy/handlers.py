@@ -99,7 +99,7 @@ class PolicyHandlers:
         )
 
     async def replan(self, narrowed: MailReceived, copy: HeldCopy) -> MailRouted | None:
-        """The plan for a held copy if its certificate is there now, else None."""
+        """Return the plan for a held copy once its certificate exists, else None."""
         head = await self.runtime.bodies.head(narrowed.body)
         partners = await self.partners.capabilities_of(narrowed.recipients)
         groups = self.planner().plan(

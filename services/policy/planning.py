@@ -7,7 +7,7 @@ client IP) names an encryption profile. Without one, recipients in
 the others are relayed unchanged.
 
 Signing uses the internal binding of the From header address, and only when the
-envelope sender is that same address (ignoring case): recipients check the
+envelope sender is that same address (ignoring case). Recipients check the
 signer against From, and a trusted client must not get mail signed in another
 user's name by writing that user's From. Otherwise the sender has no signing key
 and the profile's failure action applies.
@@ -130,7 +130,7 @@ class Planner:
     def signer_for(
         self, event: MailReceived, headers: Headers, now: datetime
     ) -> tuple[BindingEntry | None, str]:
-        """The sender's signing binding, or None with the reason."""
+        """Find the sender's signing binding, or return None with the reason."""
         if headers.from_address is None:
             return None, "the message has no From address to sign for"
         if address_key(headers.from_address) != address_key(event.sender or ""):

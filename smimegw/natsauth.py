@@ -37,14 +37,12 @@ CLI_USER = "cli"
 AUDIT_QUERY = "smimegw.audit.query"
 
 _SHARED_STREAMS = (streams.MAIL, streams.CONFIG, streams.BODIES, streams.PARKED)
-# The policy service's bucket of messages held for a recipient certificate.
-HELD_BUCKET = "held"
 _KV_STREAMS = tuple(
     f"KV_{bucket}"
     for bucket in (
         streams.DELIVERY_BUCKET,
         streams.KEYS_BUCKET,
-        HELD_BUCKET,
+        streams.HELD_BUCKET,
         streams.PARTNERS_BUCKET,
     )
 )
@@ -151,7 +149,7 @@ def _publish_allow(user: str) -> list[str]:
         allow += ["body.>"]
     elif user == "policy":
         allow += ["config.>", *_config_follower(), *_consumer_api("MAIL", user)]
-        allow += _kv(HELD_BUCKET) + _body_reader()
+        allow += _kv(streams.HELD_BUCKET) + _body_reader()
         # The consumer that records partner capabilities from mail.verified.
         allow += _consumer_api("MAIL", "policy_capabilities")
         allow += ["parked.policy_capabilities", *_kv(streams.PARTNERS_BUCKET)]
@@ -223,6 +221,9 @@ def server_config(
     users = [_user_entry(user, passwords[user]) for user in passwords]
     config: dict[str, Any] = {
         "authorization": {"users": [*users, cli]},
+        # NOTE: anyone who reaches the NATS port without credentials acts as
+        # the cli user and may change configuration. Keep the port private
+        # until the CLI sends credentials of its own.
         "no_auth_user": CLI_USER,
     }
     if settings is not None and settings.nats.tls_cert and settings.nats.tls_key:

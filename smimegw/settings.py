@@ -22,6 +22,7 @@ from pydantic import (
     Field,
     SecretStr,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import (
     BaseSettings,
@@ -134,6 +135,15 @@ class NatsSettings(_Section):
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_ca: Path | None = None
+
+    @model_validator(mode="after")
+    def _check_tls_pair(self) -> NatsSettings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError(
+                "nats.tls_cert and nats.tls_key go together: set both for a "
+                "NATS server with TLS, or neither"
+            )
+        return self
 
 
 class BusSettings(_Section):

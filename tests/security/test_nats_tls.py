@@ -109,3 +109,8 @@ async def test_services_connect_over_tls(tmp_path: Path) -> None:
     finally:
         server.terminate()
         server.wait(timeout=15)
+
+
+def test_tls_cert_needs_key() -> None:
+    with pytest.raises(ValueError, match="go together"):
+        Settings(nats={"tls_cert": "/etc/nats/server.pem"})

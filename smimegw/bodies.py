@@ -45,15 +45,30 @@ class BodyStore:
         self._js = js
         self._chunk_size = max(1024, min(_MAX_CHUNK, nc.max_payload - _HEADER_ROOM))
 
-    async def put(self, key: str, data: bytes, timeout: float = 10.0) -> BodyRef:
-        """Store `data` under `key`; storing the same key again is idempotent."""
-        view = memoryview(data)
-        offsets = range(0, max(len(data), 1), self._chunk_size)
+    async def put(
+        self, key: str, data: bytes, timeout: float = 10.0, *, prefix: bytes = b""
+    ) -> BodyRef:
+        """Store `prefix` + `data` under `key`; storing a key again is idempotent.
+
+        The two parts are chunked as one body without being joined first, so a
+        caller that adds a header to a large message keeps no second copy.
+        """
+        size = len(prefix) + len(data)
+        head, view = memoryview(prefix), memoryview(data)
+        offsets = range(0, max(size, 1), self._chunk_size)
         semaphore = asyncio.Semaphore(_PARALLEL_CHUNKS)
 
+        def chunk_at(offset: int) -> bytes:
+            end = offset + self._chunk_size
+            if offset >= len(head):
+                return bytes(view[offset - len(head) : end - len(head)])
+            return bytes(head[offset:end]) + bytes(view[: max(0, end - len(head))])
+
         async def publish(index: int, offset: int) -> None:
-            chunk = bytes(view[offset : offset + self._chunk_size])
             async with semaphore:
+                # Copied inside the semaphore: copied before it, every chunk
+                # of the body existed twice at once while the first ones sent.
+                chunk = chunk_at(offset)
                 await self._js.publish(
                     f"body.{key}.{index}",
                     chunk,
@@ -63,11 +78,10 @@ class BodyStore:
                 )
 
         await asyncio.gather(*(publish(i, o) for i, o in enumerate(offsets)))
+        digest = hashlib.sha256(prefix)
+        digest.update(data)
         return BodyRef(
-            key=key,
-            size=len(data),
-            sha256=hashlib.sha256(data).hexdigest(),
-            chunks=len(offsets),
+            key=key, size=size, sha256=digest.hexdigest(), chunks=len(offsets)
         )
 
     async def get(self, ref: BodyRef) -> bytes:

@@ -151,7 +151,9 @@ class IngressHandler:
         content: bytes,
     ) -> str:
         tls = session.ssl is not None
-        body = self._received_header(queue_id, session, envelope, tls) + content
+        # The Received header goes in front of the content as the body is
+        # stored, so a large message is never held twice.
+        header = self._received_header(queue_id, session, envelope, tls)
         client = ClientInfo(
             address=str(_peer_ip(session)),
             helo=session.host_name or "",
@@ -161,7 +163,7 @@ class IngressHandler:
         options = [o.upper() for o in envelope.mail_options]
         try:
             async with asyncio.timeout(self.publish_timeout):
-                ref = await self.runtime.bodies.put(queue_id, body)
+                ref = await self.runtime.bodies.put(queue_id, content, prefix=header)
                 event = MailReceived.create(
                     queue_id=queue_id,
                     sender=_reverse_path(envelope.mail_from),
@@ -181,7 +183,7 @@ class IngressHandler:
             return REPLY_TEMPFAIL
         log.info(
             "accepted message of %d bytes for %d recipients from %s",
-            len(body),
+            ref.size,
             len(envelope.rcpt_tos),
             client.address,
         )

@@ -2,7 +2,8 @@
 
 - DATA lines may be as long as the maximum message size: aiosmtpd's default limit
   of 1,001 octets rejects mail with long lines, and a message with bare LF line
-  ends arrives as one "line" up to the final CRLF.
+  ends arrives as one "line" up to the final CRLF. DATA is read in pieces of at
+  most 1 MiB instead of line by line.
 - An address that Python 3.11's email parser fails on is a syntax error:
   "MAIL FROM:<" raises IndexError and "RCPT TO:<x@[a>" AttributeError, which
   aiosmtpd would turn into a 421 and a dropped connection.
@@ -26,6 +27,8 @@ from services.ingress.limits import ClientLimits
 
 log = logging.getLogger("smimegw.ingress")
 
+# Maximum bytes the stream reader buffers before DATA reading takes them.
+_STREAM_LIMIT = 1024 * 1024
 # The line that ends DATA, and the same with the end of the line before it.
 _DOT_LINE_END = b".\r\n"
 _END_OF_DATA = b"\r\n.\r\n"
@@ -56,7 +59,9 @@ class GatewaySMTP(SMTP):
         **kwargs: Any,
     ) -> None:
         # Read by SMTP.__init__ to size the stream reader, so set it first.
-        self.line_length_limit = max_line
+        # DATA is read in pieces of at most this size, whatever its line
+        # lengths, so the reader never buffers a whole large message.
+        self.line_length_limit = min(max_line, _STREAM_LIMIT)
         self._on_close = on_close
         self._data_timeout = data_timeout
         self._max_messages = max_messages
@@ -123,8 +128,8 @@ class GatewaySMTP(SMTP):
 
         aiosmtpd reads DATA one line at a time, which was about half of the
         ingress service's CPU time for 100 KB messages under load. Unlike
-        aiosmtpd, a line longer than the stream limit is answered 552 (too much
-        data) rather than 500: that limit is above the message size limit.
+        aiosmtpd, it accepts lines longer than the stream limit: only the
+        message size is limited.
         """
         # aiosmtpd resets its timer at each command only, so this bounds the
         # whole transfer: a client sending one byte at a time is cut off.
@@ -155,25 +160,25 @@ class GatewaySMTP(SMTP):
         """Read DATA up to CRLF . CRLF and undo dot-stuffing (RFC 5321 4.5.2).
 
         Returns None when the data exceeds `data_size_limit`; the rest is read
-        and dropped so the session can go on. Each read ends at the next
-        ".<CRLF>", and since DATA starts at a line start and every piece ends
-        with CRLF, a piece ends the data when it is ".<CRLF>" alone or ends
-        with "<CRLF>.<CRLF>".
+        and dropped so the session can go on. Each piece ends at the next
+        ".<CRLF>", or after the stream limit when none comes first. DATA starts
+        at a line start, so the data ends where the last two bytes before a
+        piece and the piece itself end with "<CRLF>.<CRLF>".
         """
         limit = self.data_size_limit
         pieces: list[bytes] = []
         size = 0
         too_much = False
+        before = b"\r\n"
         while True:
             try:
                 piece = await self._reader.readuntil(_DOT_LINE_END)
             except asyncio.LimitOverrunError as err:
-                # Longer than the stream's limit without a ".<CRLF>": drop it.
-                await self._reader.read(err.consumed)
-                pieces.clear()
-                too_much = True
-                continue
-            end = piece == _DOT_LINE_END or piece.endswith(_END_OF_DATA)
+                # The stream limit came first: take the bytes scanned so far.
+                # They hold no ".<CRLF>" and leave a partial one in the buffer.
+                piece = await self._reader.readexactly(err.consumed)
+            end = (before + piece[-len(_END_OF_DATA) :]).endswith(_END_OF_DATA)
+            before = (before + piece)[-2:] if len(piece) < 2 else piece[-2:]
             size += len(piece)
             if limit and size - (len(_DOT_LINE_END) if end else 0) > limit:
                 pieces.clear()
@@ -184,7 +189,9 @@ class GatewaySMTP(SMTP):
                 break
         if too_much:
             return None
-        data = b"".join(pieces)[: -len(_DOT_LINE_END)]
+        pieces[-1] = pieces[-1][: -len(_DOT_LINE_END)]
+        data = b"".join(pieces)
+        pieces.clear()
         if data.startswith(b"."):
             data = data[1:]
         return data.replace(b"\r\n.", b"\r\n")

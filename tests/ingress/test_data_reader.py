@@ -16,6 +16,8 @@ from services.ingress.smtp import GatewaySMTP
 from tests.harness import free_port
 
 SIZE_LIMIT = 200_000
+# A stream limit far below the message size, so DATA arrives in many pieces.
+STREAM_LIMIT = 4096
 
 
 @dataclass
@@ -43,7 +45,7 @@ async def server() -> AsyncIterator[Server]:
     def factory() -> GatewaySMTP:
         return GatewaySMTP(
             keeper,
-            max_line=SIZE_LIMIT + 1024,
+            max_line=STREAM_LIMIT,
             on_close=lambda session: None,
             data_timeout=30.0,
             max_messages=100,

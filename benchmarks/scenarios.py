@@ -103,17 +103,35 @@ def _not_available(name: str, group: str, reason: str) -> Result:
 # The baselines.
 
 
+def _sign_and_encrypt(
+    data: bytes, signer: Identity, recipient: Identity, encoding: Encoding
+) -> bytes:
+    sign_options = [pkcs7.PKCS7Options.DetachedSignature]
+    if encoding is Encoding.DER:
+        sign_options.append(pkcs7.PKCS7Options.Binary)
+    signed = (
+        pkcs7.PKCS7SignatureBuilder()
+        .set_data(data)
+        .add_signer(signer.cert, signer.key, hashes.SHA256())
+        .sign(encoding, sign_options)
+    )
+    return (
+        pkcs7.PKCS7EnvelopeBuilder()
+        .set_data(signed)
+        .add_recipient(recipient.cert)
+        .set_content_encryption_algorithm(algorithms.AES256)
+        .encrypt(encoding, [])
+    )
+
+
 def crypto_alone(context: Context, encoding: Encoding, name: str) -> Result:
     """Sign then encrypt the same 100 KB messages with cryptography in this process."""
     result = Result(name=name, group="baseline", message_size=MESSAGE_SIZE)
     source = context.plain_source("c")
-    signer, recipient = context.sender, context.partner
-    sign_options = [pkcs7.PKCS7Options.DetachedSignature]
-    if encoding is Encoding.DER:
-        sign_options.append(pkcs7.PKCS7Options.Binary)
     durations: list[float] = []
     deadline = time.monotonic() + context.bounds.saturation_seconds / 2
     result.load = os.getloadavg()[0]
+
     cpu_start = time.process_time()
     wall_start = time.perf_counter()
     for index in range(context.bounds.max_messages):
@@ -121,22 +139,11 @@ def crypto_alone(context: Context, encoding: Encoding, name: str) -> Result:
             break
         data = source(index)[3]
         started = time.perf_counter()
-        signed = (
-            pkcs7.PKCS7SignatureBuilder()
-            .set_data(data)
-            .add_signer(signer.cert, signer.key, hashes.SHA256())
-            .sign(encoding, sign_options)
-        )
-        (
-            pkcs7.PKCS7EnvelopeBuilder()
-            .set_data(signed)
-            .add_recipient(recipient.cert)
-            .set_content_encryption_algorithm(algorithms.AES256)
-            .encrypt(encoding, [])
-        )
+        _sign_and_encrypt(data, context.sender, context.partner, encoding)
         durations.append((time.perf_counter() - started) * 1000)
     wall = time.perf_counter() - wall_start
     cpu = time.process_time() - cpu_start
+
     result.messages = len(durations)
     result.throughput = len(durations) / wall
     latency = {f"p{int(q * 100)}": percentile(durations, q) for q in (0.5, 0.95, 0.99)}

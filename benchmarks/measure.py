@@ -28,6 +28,9 @@ class Bounds:
     half_rate_seconds: float = 12.0
     drain_seconds: float = 60.0
     warmup_messages: int = 20
+    # Wait at most this long for the target to go idle after saturation (a
+    # service such as audit may still work through a backlog).
+    settle_seconds: float = 30.0
     # Where py-spy profiles of each saturation phase go; None: no profiling.
     profile_dir: Path | None = None
 
@@ -211,6 +214,15 @@ async def measure_smtp(
             f"{bounds.drain_seconds:.0f} s after the load stopped"
         )
 
+    waited, busy = await settle(
+        {k: v for k, v in pids.items() if k != SINK}, bounds.settle_seconds
+    )
+    if busy:
+        result.notes.append(
+            f"still using {busy:.2f} cores {waited:.0f} s after the saturation "
+            "phase when the half-rate phase began"
+        )
+
     rate = result.throughput / 2
     result.half_rate = rate
     say(f"{result.name}: half rate, {rate:.1f} messages/s")
@@ -229,6 +241,25 @@ async def measure_smtp(
     result.latency_ms = latencies(run, arrivals)
     if not drained:
         result.notes.append("the half-rate phase did not drain in time")
+
+
+async def settle(
+    pids: dict[str, int], max_seconds: float, idle_cores: float = 0.2
+) -> tuple[float, float]:
+    """Wait until `pids` together use less than `idle_cores` over one second.
+
+    Returns the seconds waited and the cores still in use (0.0 once idle).
+    """
+    started = time.monotonic()
+    while True:
+        before = sum(procstat.cpu_seconds(pid) for pid in pids.values())
+        await asyncio.sleep(1.0)
+        used = sum(procstat.cpu_seconds(pid) for pid in pids.values()) - before
+        waited = time.monotonic() - started
+        if used < idle_cores:
+            return waited, 0.0
+        if waited >= max_seconds:
+            return waited, used
 
 
 def _fold_window(result: Result, window: procstat.Window, messages: int) -> None:

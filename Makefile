@@ -29,7 +29,7 @@ lint: $(STAMP)
 # Coverage-guided fuzzing of the parsers (atheris); not part of `make test`.
 fuzz: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[fuzz]'
-	$(BIN)/python -m fuzz.run
+	$(BIN)/python -m fuzz.run --runs 200000
 
 # Throughput, latency and memory against the baselines; not part of `make test`.
 bench: $(STAMP)

@@ -11,6 +11,7 @@ import nats.errors
 
 from schemas.base import Model
 from schemas.commands import CommandReply
+from smimegw import natsauth
 from smimegw.service import nats_url
 from smimegw.settings import Settings
 
@@ -51,6 +52,7 @@ async def _request_bytes(
                 connect_timeout=3,
                 allow_reconnect=False,
                 max_reconnect_attempts=0,
+                **natsauth.connect_options(settings),
             )
     except (nats.errors.Error, OSError, TimeoutError) as err:
         raise GatewayUnreachableError(

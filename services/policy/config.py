@@ -470,7 +470,8 @@ class PolicyConfig:
         js = self.runtime.js
         info = await js.stream_info(streams.CONFIG)
         events: list[dict[str, Any]] = []
-        first = max(info.state.first_seq, info.state.last_seq - _HISTORY_LIMIT + 1)
+        # An empty stream reports sequence 0, which no message has.
+        first = max(info.state.first_seq, info.state.last_seq - _HISTORY_LIMIT + 1, 1)
         for sequence in range(first, info.state.last_seq + 1):
             try:
                 message = await js.get_msg(streams.CONFIG, seq=sequence)

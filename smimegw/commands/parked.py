@@ -16,7 +16,7 @@ import nats
 import nats.errors
 from nats.js import JetStreamContext
 
-from smimegw import parking
+from smimegw import natsauth, parking
 from smimegw.client import GatewayUnreachableError
 from smimegw.commands import CommandError, add_config, add_json
 from smimegw.service import nats_url
@@ -32,7 +32,12 @@ async def _with_jetstream(
     servers = [u.strip() for u in url.split(",") if u.strip()]
     try:
         async with asyncio.timeout(5):
-            nc = await nats.connect(servers, connect_timeout=3, allow_reconnect=False)
+            nc = await nats.connect(
+                servers,
+                connect_timeout=3,
+                allow_reconnect=False,
+                **natsauth.connect_options(settings),
+            )
     except (nats.errors.Error, OSError, TimeoutError) as err:
         raise GatewayUnreachableError(
             f"cannot connect to NATS at {url}: is the gateway running? "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 from collections.abc import Sequence
 
@@ -39,6 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # nats-py logs each failed connection attempt with a traceback; a command
+    # reports the failure itself in one line. `run` and `serve` set up their
+    # own logging.
+    logging.getLogger("nats").setLevel(logging.CRITICAL)
     try:
         status: int = args.func(args)
     except (
@@ -50,7 +55,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"smimegw: {err}", file=sys.stderr)
         return 1
     except ValidationError as err:
-        print(f"smimegw: invalid configuration: {err}", file=sys.stderr)
+        problems = "; ".join(
+            f"{'.'.join(map(str, error['loc'])) or 'settings'}: {error['msg']}"
+            for error in err.errors()
+        )
+        print(f"smimegw: invalid configuration: {problems}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -45,11 +45,11 @@ async def _request_bytes(
 ) -> bytes:
     url = nats_url(settings)
     try:
-        async with asyncio.timeout(5):
+        async with asyncio.timeout(3):
             # nats.url may list the servers of a cluster, comma-separated.
             nc = await nats.connect(
                 url.split(","),
-                connect_timeout=3,
+                connect_timeout=2,
                 allow_reconnect=False,
                 max_reconnect_attempts=0,
                 **natsauth.connect_options(settings),

@@ -44,15 +44,8 @@ def wait_for_port(host: str, port: int, timeout: float) -> None:
     raise EmbeddedServerError(f"nats-server did not listen on {host}:{port} in time")
 
 
-def start_server(
-    store_dir: Path,
-    port: int,
-    *,
-    extra_args: tuple[str, ...] = (),
-    timeout: float = 15.0,
-) -> subprocess.Popen[bytes]:
-    """Start nats-server with JetStream on 127.0.0.1:`port`, stored in `store_dir`."""
-    store_dir.mkdir(parents=True, exist_ok=True)
+def check_port_free(port: int) -> None:
+    """Raise EmbeddedServerError naming the setting when `port` is taken."""
     with socket.socket() as probe:
         # As nats-server does, allow a port whose old connections are in TIME_WAIT.
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -64,6 +57,18 @@ def start_server(
                 "set nats.embedded_port to a free port, or nats.url to use the "
                 "server that listens there"
             ) from err
+
+
+def start_server(
+    store_dir: Path,
+    port: int,
+    *,
+    extra_args: tuple[str, ...] = (),
+    timeout: float = 15.0,
+) -> subprocess.Popen[bytes]:
+    """Start nats-server with JetStream on 127.0.0.1:`port`, stored in `store_dir`."""
+    store_dir.mkdir(parents=True, exist_ok=True)
+    check_port_free(port)
     command = [
         str(server_binary()),
         "--addr",
@@ -76,7 +81,11 @@ def start_server(
         *extra_args,
     ]
     log_file = open(store_dir / "nats-server.log", "ab")  # noqa: SIM115
-    process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)
+    # A session of its own: Ctrl-C in a terminal signals the whole foreground
+    # process group, and the server must outlive the services that drain into it.
+    process = subprocess.Popen(
+        command, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+    )
     log_file.close()
     try:
         wait_for_port("127.0.0.1", port, timeout)

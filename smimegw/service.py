@@ -17,6 +17,9 @@ from smimegw.settings import Settings
 
 log = logging.getLogger("smimegw.service")
 
+# sysexits.h EX_CONFIG: the service exited because of its configuration.
+EXIT_CONFIG = 78
+
 SERVICE_NAMES = ("ingress", "policy", "crypto", "delivery", "audit")
 # Services that `smimegw run` starts only when configured (admin.listen).
 OPTIONAL_SERVICE_NAMES = ("admin",)
@@ -92,6 +95,8 @@ async def serve(
 def run_until_signal(name: str, settings: Settings) -> None:
     """Entry point of `smimegw serve NAME`: SIGTERM and SIGINT stop gracefully."""
 
+    from services.crypto.keyvault import KeyVaultError
+
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -99,4 +104,10 @@ def run_until_signal(name: str, settings: Settings) -> None:
             loop.add_signal_handler(sig, stop.set)
         await serve(name, settings, stop)
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except (KeyVaultError, ValueError, OSError) as err:
+        # A configuration the service cannot run with: say so in one line and
+        # exit with EX_CONFIG, which `smimegw run` does not restart.
+        log.error("%s cannot start: %s", name, err)
+        raise SystemExit(EXIT_CONFIG) from None

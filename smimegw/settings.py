@@ -61,6 +61,14 @@ def parse_duration(value: object) -> timedelta:
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
 
+def _empty_is_unset(value: object) -> object:
+    return None if isinstance(value, str) and not value.strip() else value
+
+
+# A file setting that an empty string leaves unset, as the sample config writes it.
+OptionalPath = Annotated[Path | None, BeforeValidator(_empty_is_unset)]
+
+
 def parse_host_port(value: str, setting: str) -> tuple[str, int]:
     """Split "host:port" or "[v6]:port", raising ValueError naming the setting."""
     host, sep, port = value.rpartition(":")
@@ -79,8 +87,8 @@ class SmtpSettings(_Section):
     hostname: str = "smimegw.localhost"
     max_message_size: int = Field(default=33_554_432, gt=0)
     # STARTTLS is offered only when both files are set.
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
+    tls_cert: OptionalPath = None
+    tls_key: OptionalPath = None
     # Time to store the body and get JetStream's ack before answering 451 4.3.0.
     publish_timeout: Duration = timedelta(seconds=10)
     # Limits per client IP address; clients in trusted_networks are exempt.
@@ -132,9 +140,9 @@ class NatsSettings(_Section):
     password: SecretStr = SecretStr("")
     # TLS: the embedded server listens with tls_cert and tls_key when both are
     # set; clients verify the server with tls_ca when it is set.
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
-    tls_ca: Path | None = None
+    tls_cert: OptionalPath = None
+    tls_key: OptionalPath = None
+    tls_ca: OptionalPath = None
 
     @model_validator(mode="after")
     def _check_tls_pair(self) -> NatsSettings:
@@ -225,7 +233,7 @@ class AdminSettings(_Section):
     # Empty: no admin API. Put TLS in front of it when it leaves the host.
     listen: str = ""
     # Bearer tokens as SHA-256 hashes. Empty: <data_dir>/admin-tokens.json.
-    tokens_file: Path | None = None
+    tokens_file: OptionalPath = None
     # Limits on uploaded certificate and key files, and on a whole request body.
     max_upload: int = Field(default=512 * 1024, gt=0)
     max_request: int = Field(default=4 * 1024 * 1024, gt=0)
@@ -241,7 +249,7 @@ class AdminSettings(_Section):
 class KeySettings(_Section):
     # The key-encryption key that seals private keys at rest: 32 random bytes,
     # mode 0600. Empty: <data_dir>/kek, which `smimegw run` creates on first start.
-    kek_file: Path | None = None
+    kek_file: OptionalPath = None
 
 
 class Settings(BaseSettings):
@@ -316,7 +324,7 @@ class ConfigFileError(ValueError):
     """The configuration file is missing or not valid TOML."""
 
 
-def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
+def load_settings(config: OptionalPath = None, **overrides: Any) -> Settings:
     """Load settings from `config` (or SMIMEGW_CONFIG) and the environment."""
     if config is None and os.environ.get(CONFIG_ENV):
         config = Path(os.environ[CONFIG_ENV])

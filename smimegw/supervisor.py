@@ -13,13 +13,16 @@ from types import FrameType
 
 from services.crypto import keyvault
 from smimegw import embedded, natsauth
-from smimegw.service import SERVICE_NAMES, nats_url
+from smimegw.service import EXIT_CONFIG, SERVICE_NAMES, nats_url
 from smimegw.settings import Settings, parse_host_port
 
 log = logging.getLogger("smimegw.run")
 
 # A service that exits on its own is started again after this pause.
 _RESTART_DELAY = 1.0
+# A service that exits this often within the window is not restarted again.
+_MAX_RESTARTS = 5
+_CRASH_WINDOW = 60.0
 # Each service gets this long to drain after SIGTERM before SIGKILL.
 _STOP_TIMEOUT = 45.0
 
@@ -35,6 +38,7 @@ class Supervisor:
         self.passwords: dict[str, str] = {}
 
     def _spawn(self, name: str) -> subprocess.Popen[bytes]:
+        index = (*SERVICE_NAMES, "admin").index(name)
         command = [sys.executable, "-m", "smimegw", "serve", name]
         if name == "admin":
             command = [sys.executable, "-m", "smimegw", "admin", "serve"]
@@ -45,6 +49,17 @@ class Supervisor:
             # The environment of a process is readable only by its user and root.
             env["SMIMEGW_NATS__USER"] = name
             env["SMIMEGW_NATS__PASSWORD"] = self.passwords[name]
+        # One process per port: service N listens on the configured port + N.
+        for variable, listen in (
+            ("SMIMEGW_HEALTH__LISTEN", self.settings.health.listen),
+            (
+                "SMIMEGW_TELEMETRY__METRICS_LISTEN",
+                self.settings.telemetry.metrics_listen,
+            ),
+        ):
+            if listen:
+                host, port = parse_host_port(listen, variable)
+                env[variable] = f"{host}:{port + index}"
         return subprocess.Popen(command, env=env)
 
     def start(self) -> None:
@@ -55,6 +70,9 @@ class Supervisor:
             keyvault.create_kek(kek)
             print(f"created the key-encryption key {kek} (mode 0600)", flush=True)
         if not settings.nats.url:
+            # Before any file is written: a second `smimegw run` on the same
+            # data directory must not replace the running server's passwords.
+            embedded.check_port_free(settings.nats.embedded_port)
             store = settings.data_dir / "nats"
             self.passwords = natsauth.new_passwords()
             auth = store / "auth.json"
@@ -78,7 +96,7 @@ class Supervisor:
             self.children["admin"] = self._spawn("admin")
             print(f"admin API on http://{settings.admin.listen}/docs", flush=True)
         host, port = parse_host_port(settings.smtp.listen, "smtp.listen")
-        embedded.wait_for_port(host, port, timeout=60.0)
+        self._wait_for_smtp(host, port, timeout=60.0)
         print(f"SMTP listening on {host}:{port}", flush=True)
         if settings.delivery.relay_host:
             print(f"delivering to {settings.delivery.relay_host}", flush=True)
@@ -86,20 +104,64 @@ class Supervisor:
             print(f"delivering into {settings.delivery.outbox_dir}/", flush=True)
         print("press Ctrl-C to stop", flush=True)
 
-    def watch(self) -> None:
-        """Restart services that exit, until a signal requests a stop."""
+    def _wait_for_smtp(self, host: str, port: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for name, child in self.children.items():
+                if child.poll() == EXIT_CONFIG:
+                    raise embedded.EmbeddedServerError(
+                        f"{name} cannot run with this configuration; see its error "
+                        "above"
+                    )
+            try:
+                embedded.wait_for_port(host, port, timeout=0.5)
+                return
+            except embedded.EmbeddedServerError:
+                continue
+        raise embedded.EmbeddedServerError(
+            f"ingress did not listen on {host}:{port} within {timeout:.0f} s"
+        )
+
+    def watch(self) -> int:
+        """Restart services that exit, until a signal requests a stop.
+
+        Returns the exit status for `smimegw run`: 0 after a requested stop, 1
+        when a service cannot run with its configuration or keeps crashing.
+        """
+        restarts: dict[str, list[float]] = {}
         while not self.stopping:
             for name, child in list(self.children.items()):
-                if child.poll() is not None and not self.stopping:
-                    log.error(
-                        "%s exited with status %s; restarting", name, child.returncode
+                if child.poll() is None or self.stopping:
+                    continue
+                if child.returncode == EXIT_CONFIG:
+                    print(
+                        f"{name} cannot run with this configuration (see its "
+                        "error above); stopping",
+                        file=sys.stderr,
+                        flush=True,
                     )
-                    time.sleep(_RESTART_DELAY)
-                    self.children[name] = self._spawn(name)
+                    return 1
+                now = time.monotonic()
+                recent = [t for t in restarts.get(name, []) if now - t < _CRASH_WINDOW]
+                if len(recent) >= _MAX_RESTARTS:
+                    print(
+                        f"{name} exited {len(recent) + 1} times within "
+                        f"{_CRASH_WINDOW:.0f} s; stopping",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    return 1
+                restarts[name] = [*recent, now]
+                log.error(
+                    "%s exited with status %s; restarting", name, child.returncode
+                )
+                time.sleep(_RESTART_DELAY)
+                self.children[name] = self._spawn(name)
             if self.nats is not None and self.nats.poll() is not None:
                 log.error("the embedded nats-server exited; stopping")
-                break
+                return 1
             time.sleep(0.2)
+        return 0
 
     def stop(self) -> None:
         self.stopping = True
@@ -132,8 +194,8 @@ def run(settings: Settings, config: Path | None) -> int:
     signal.signal(signal.SIGINT, request_stop)
     try:
         supervisor.start()
-        supervisor.watch()
+        status = supervisor.watch()
     finally:
         print("stopping", flush=True)
         supervisor.stop()
-    return 0
+    return status

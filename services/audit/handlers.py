@@ -114,15 +114,18 @@ class AuditQueries:
                 event_type=request.get("type"),
                 queue_id=request.get("queue_id"),
                 since=since,
-                limit=limit,
+                limit=limit + 1,
             )
+            # One more than asked tells whether older matches were left out.
+            truncated = len(records) > limit
+            records = records[1:] if truncated else records
             # "records": the stored rows with trace ids and hashes; otherwise
             # the events alone.
             key = "records" if request.get("records") else "events"
             items: list[Any] = [
                 r.as_dict() if key == "records" else json.loads(r.data) for r in records
             ]
-            reply: dict[str, Any] = {key: items}
+            reply: dict[str, Any] = {key: items, "truncated": truncated}
         except (ValueError, TypeError, KeyError) as err:
             reply = {"error": f"invalid audit query: {err}"}
         except AuditStoreError as err:
@@ -132,7 +135,7 @@ class AuditQueries:
         max_payload = self.runtime.nc.max_payload
         key = "records" if "records" in reply else "events"
         while len(data) > max_payload and reply.get(key):
-            kept = reply[key][: len(reply[key]) // 2]
+            kept = reply[key][len(reply[key]) // 2 :]
             reply = {key: kept, "truncated": True}
             data = json.dumps(reply).encode()
         await message.respond(data)

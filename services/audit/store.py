@@ -237,7 +237,9 @@ class AuditStore(ABC):
         since: datetime | None = None,
         limit: int = 1000,
     ) -> list[StoredRecord]:
-        """Records oldest first; `event_type` ending in `.*` matches a prefix.
+        """The newest `limit` matching records, oldest first.
+
+        `event_type` ending in `.*` matches a prefix.
 
         `queue_id` also finds records of other messages in the same conversation
         (a DSN's events share the bounced message's correlation id).
@@ -265,8 +267,8 @@ class AuditStore(ABC):
         with self._read() as cursor:
             self._execute(
                 cursor,
-                f"SELECT {_COLUMNS} FROM audit_events {where} "  # noqa: S608
-                "ORDER BY id LIMIT ?",
+                f"SELECT {_COLUMNS} FROM (SELECT {_COLUMNS} FROM audit_events "  # noqa: S608
+                f"{where} ORDER BY id DESC LIMIT ?) AS newest ORDER BY id",
                 params,
             )
             return [_stored(row) for row in cursor.fetchall()]

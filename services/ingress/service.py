@@ -18,12 +18,27 @@ log = logging.getLogger("smimegw.ingress")
 _DRAIN_SECONDS = 30.0
 
 
+class TlsSetupError(ValueError):
+    """The STARTTLS certificate or key cannot be loaded."""
+
+
 def tls_context(settings: Settings) -> ssl.SSLContext | None:
     smtp = settings.smtp
-    if smtp.tls_cert is None or smtp.tls_key is None:
+    if smtp.tls_cert is None and smtp.tls_key is None:
         return None
+    if smtp.tls_cert is None or smtp.tls_key is None:
+        raise TlsSetupError(
+            "smtp.tls_cert and smtp.tls_key go together: set both to offer "
+            "STARTTLS, or neither"
+        )
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(smtp.tls_cert, smtp.tls_key)
+    try:
+        context.load_cert_chain(smtp.tls_cert, smtp.tls_key)
+    except (OSError, ssl.SSLError) as err:
+        raise TlsSetupError(
+            f"cannot load smtp.tls_cert {str(smtp.tls_cert)!r} with smtp.tls_key "
+            f"{str(smtp.tls_key)!r}: {err}; give a PEM certificate and its key"
+        ) from err
     return context
 
 
@@ -34,11 +49,14 @@ class IngressService:
         self.limits = ClientLimits(runtime.settings)
         self.server: asyncio.Server | None = None
         self.sessions: set[GatewaySMTP] = set()
+        # Loaded once, here: a bad file stops the service at start with the
+        # reason, instead of dropping every connection later.
+        self.tls = tls_context(runtime.settings)
 
     def _session(self) -> GatewaySMTP:
         session = GatewaySMTP(
             self.handler,
-            tls_context=tls_context(self.runtime.settings),
+            tls_context=self.tls,
             require_starttls=False,
             on_close=self.sessions.discard,
             limits=self.limits,

@@ -55,7 +55,10 @@ def cmd_list(args: argparse.Namespace) -> int:
                 f"{event.get('queue_id') or '-':<18}  {_summary(event)}"
             )
     if reply.get("truncated"):
-        print("(truncated: narrow the query or lower --limit)", file=sys.stderr)
+        print(
+            "(older events left out: narrow the query or raise --limit)",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -134,7 +137,12 @@ def register(commands: Any) -> None:
     listing.add_argument(
         "--since", help="ISO 8601 time, or a duration back from now such as 2h"
     )
-    listing.add_argument("--limit", type=int, default=1000, help="maximum events")
+    listing.add_argument(
+        "--limit",
+        type=int,
+        default=1000,
+        help="show at most this many events, the newest (default 1000)",
+    )
     add_config(listing)
     add_json(listing)
     listing.set_defaults(func=cmd_list)

@@ -241,3 +241,11 @@ def test_invalid_bytes_are_kept_as_invalid(store: AuditStore) -> None:
     assert record.type == "invalid"
     assert record.event_id == "invalid/MAIL/7"
     assert json.loads(record.data) == {"size": 10}
+
+
+def test_query_limit_keeps_newest(store: AuditStore) -> None:
+    fill(store, 5)
+    newest = store.query_records(limit=2)
+    everything = store.query_records(limit=10)
+    assert [r.id for r in newest] == [r.id for r in everything[-2:]]
+    assert newest[0].id < newest[1].id

@@ -31,9 +31,11 @@ def test_run_delivers_into_outbox(tmp_path: Path) -> None:
     config.write_text(
         f'data_dir = "{tmp_path / "var"}"\n'
         'internal_domains = ["example.com"]\n'
-        f'[smtp]\nlisten = "127.0.0.1:{smtp_port}"\n'
+        # Empty file settings, as the README's sample writes them, mean unset.
+        f'[smtp]\nlisten = "127.0.0.1:{smtp_port}"\ntls_cert = ""\ntls_key = ""\n'
         f'[delivery]\noutbox_dir = "{tmp_path / "outbox"}"\n'
         f"[nats]\nembedded_port = {free_port()}\n"
+        '[keys]\nkek_file = ""\n'
     )
     process = subprocess.Popen(
         [sys.executable, "-m", "smimegw", "run", "--config", str(config)],
@@ -120,3 +122,24 @@ def test_run_reports_busy_port(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert f"port 127.0.0.1:{port}" in result.stderr
     assert "nats.embedded_port" in result.stderr
+
+
+def test_run_stops_on_unloadable_tls(tmp_path: Path) -> None:
+    config = tmp_path / "smimegw.toml"
+    config.write_text(
+        f'data_dir = "{tmp_path / "var"}"\n'
+        f'[smtp]\nlisten = "127.0.0.1:{free_port()}"\n'
+        f'tls_cert = "{tmp_path / "missing.pem"}"\ntls_key = "{tmp_path / "k.pem"}"\n'
+        f"[nats]\nembedded_port = {free_port()}\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "smimegw", "run", "--config", str(config)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert "cannot load smtp.tls_cert" in result.stderr
+    assert "missing.pem" in result.stderr
+    assert "ingress cannot run with this configuration" in result.stderr

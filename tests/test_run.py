@@ -61,6 +61,7 @@ def test_run_delivers_into_outbox(tmp_path: Path) -> None:
             time.sleep(0.1)
         assert len(files) == 1
         stored = files[0].read_bytes()
+        assert files[0].stat().st_mode & 0o077 == 0
         assert stored.startswith(
             b"X-Envelope-From: <alice@example.com>\r\n"
             b"X-Envelope-To: <bob@example.com>\r\n"

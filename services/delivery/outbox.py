@@ -24,7 +24,9 @@ def write_message(
     outbox.mkdir(parents=True, exist_ok=True)
     final = outbox / f"{name}.eml"
     temporary = outbox / f".{name}.eml.tmp"
-    with open(temporary, "wb") as file:
+    # Mode 0600: decrypted mail lands here in clear.
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "wb") as file:
         file.write(envelope_headers(sender, recipients))
         file.write(message)
         file.flush()

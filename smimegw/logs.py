@@ -125,3 +125,6 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     # lifecycle themselves with the ids that matter.
     logging.getLogger("faststream").setLevel(logging.WARNING)
     logging.getLogger("nats").setLevel(logging.WARNING)
+    # aiosmtpd logs every SMTP command, addresses included, at INFO; ingress
+    # logs each transaction's outcome itself.
+    logging.getLogger("mail.log").setLevel(logging.WARNING)

@@ -273,3 +273,40 @@ async def test_rule_list_move_and_profile_in_use(outgoing: Outgoing) -> None:
     )
     assert bad.error is not None
     assert "rc2-40" in bad.error.message
+
+
+def crypto_count(operation: str, result: str) -> float:
+    from smimegw.metrics import REGISTRY
+
+    value = REGISTRY.get_sample_value(
+        "smimegw_crypto_operations_total",
+        {"operation": operation, "result": result},
+    )
+    return value or 0.0
+
+
+async def test_metrics_count_signed_and_encrypted(outgoing: Outgoing) -> None:
+    await outgoing.use_profile("p", action="sign-and-encrypt", on_failure="hold")
+    signed = crypto_count("sign", "ok")
+    encrypted = crypto_count("encrypt", "ok")
+    from smimegw.metrics import REGISTRY
+
+    held = (
+        REGISTRY.get_sample_value(
+            "smimegw_messages_held_total", {"reason": "no-certificate"}
+        )
+        or 0.0
+    )
+    await outgoing.send(["bob@example.com"], TEXT)
+    await outgoing.send(["eve@example.com"], TEXT)
+    await outgoing.sink.wait_for(1)
+    assert crypto_count("sign", "ok") == signed + 1
+    assert crypto_count("encrypt", "ok") == encrypted + 1
+
+    async def counted() -> bool:
+        now = REGISTRY.get_sample_value(
+            "smimegw_messages_held_total", {"reason": "no-certificate"}
+        )
+        return (now or 0.0) == held + 1
+
+    await wait_until(counted, timeout=30)

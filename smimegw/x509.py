@@ -63,6 +63,7 @@ __all__ = [
     "ValidityStatus",
     "address_key",
     "check_readable",
+    "describe_certificate",
     "facts_of",
     "find_issuer_chain",
     "holds_address",
@@ -211,37 +212,76 @@ def check_readable(certificate: x509.Certificate, filename: str) -> None:
     cryptography decodes these parts only when they are first used, so this check
     moves their failures to import time. Raises `CertificateImportError`.
     """
-    try:
-        certificate.subject.rfc4514_string()
-        certificate.issuer.rfc4514_string()
-        _ = certificate.extensions
-    except ValueError as err:
-        raise CertificateImportError(
-            ImportErrorCategory.CORRUPTED,
-            f"Certificate {_describe(certificate)} in {filename!r} has a name or "
-            f"extension that cannot be decoded ({err}). Ask its issuer for a "
-            "certificate that follows RFC 5280.",
-            filename=filename,
-        ) from err
+    _check_name(certificate, "subject", filename)
+    _check_name(certificate, "issuer", filename)
+    _check_extensions(certificate, filename)
     try:
         certificate.public_key()
     except (ValueError, UnsupportedAlgorithm) as err:
         algorithm = certificate.public_key_algorithm_oid.dotted_string
         raise CertificateImportError(
             ImportErrorCategory.UNSUPPORTED_ALGORITHM,
-            f"Certificate {_describe(certificate)} in {filename!r} has a public key "
-            f"of algorithm {algorithm} that cannot be used ({err}). Ask for a "
-            "certificate with an RSA, EC or Ed25519 key.",
+            f"Certificate {describe_certificate(certificate)} in {filename!r} has a "
+            f"public key of algorithm {algorithm} that cannot be used ({err}). Ask "
+            "for a certificate with an RSA, EC or Ed25519 key.",
             filename=filename,
             algorithm=algorithm,
         ) from err
 
 
-def _describe(certificate: x509.Certificate) -> str:
+def _check_name(
+    certificate: x509.Certificate,
+    field: Literal["subject", "issuer"],
+    filename: str,
+) -> None:
+    try:
+        name = certificate.subject if field == "subject" else certificate.issuer
+        name.rfc4514_string()
+    except (ValueError, TypeError) as err:
+        # cryptography raises ValueError for a name it cannot parse, and TypeError
+        # for an attribute whose ASN.1 string type its OID does not allow (a
+        # commonName written as a BIT STRING).
+        raise CertificateImportError(
+            ImportErrorCategory.CORRUPTED,
+            f"The {field} name of certificate {describe_certificate(certificate)} "
+            f"in {filename!r} cannot be decoded ({err}). Ask its issuer for a "
+            "certificate that follows RFC 5280.",
+            filename=filename,
+        ) from err
+
+
+def _check_extensions(certificate: x509.Certificate, filename: str) -> None:
+    try:
+        _ = certificate.extensions
+    except x509.DuplicateExtension as err:
+        raise CertificateImportError(
+            ImportErrorCategory.CORRUPTED,
+            f"Certificate {describe_certificate(certificate)} in {filename!r} "
+            f"contains extension {err.oid.dotted_string} more than once, which RFC "
+            "5280 section 4.2 forbids. Ask its issuer for a certificate that "
+            "follows RFC 5280.",
+            filename=filename,
+        ) from err
+    except ValueError as err:
+        raise CertificateImportError(
+            ImportErrorCategory.CORRUPTED,
+            f"Certificate {describe_certificate(certificate)} in {filename!r} has "
+            f"an extension that cannot be decoded ({err}). Ask its issuer for a "
+            "certificate that follows RFC 5280.",
+            filename=filename,
+        ) from err
+
+
+def describe_certificate(certificate: x509.Certificate) -> str:
+    """Name a certificate in a message by its quoted subject DN.
+
+    A certificate whose subject cannot be decoded is named by its SHA-256
+    fingerprint instead, so that a malformed subject does not make this raise.
+    """
     try:
         return repr(certificate.subject.rfc4514_string())
-    except ValueError:
-        return f"with serial {certificate.serial_number:x}"
+    except (ValueError, TypeError):
+        return f"with SHA-256 fingerprint {_fingerprint(certificate).hex()}"
 
 
 def _load_pem_certificates(data: bytes, filename: str) -> list[x509.Certificate]:
@@ -298,6 +338,8 @@ def _load_pem_certificate(
 ) -> x509.Certificate:
     try:
         return x509.load_pem_x509_certificate(block)
+    except x509.InvalidVersion as err:
+        raise _invalid_version(err, filename, f"{position} of {filename!r}") from err
     except ValueError as err:
         der = _pem_body(block)
         if not der:
@@ -310,6 +352,20 @@ def _load_pem_certificate(
         raise _classify_undecodable_certificate(
             der, filename, f"{position} of {filename!r}"
         ) from err
+
+
+def _invalid_version(
+    err: x509.InvalidVersion, filename: str, where: str
+) -> CertificateImportError:
+    # cryptography raises InvalidVersion, which is no ValueError, for a version
+    # number other than the 0, 1 and 2 (v1, v2, v3) of RFC 5280 section 4.1.2.1.
+    return CertificateImportError(
+        ImportErrorCategory.CORRUPTED,
+        f"{where} has X.509 version number {err.parsed_version}, but RFC 5280 "
+        "defines only 0, 1 and 2 (v1, v2 and v3), so the certificate is damaged. "
+        "Copy or export the certificate again.",
+        filename=filename,
+    )
 
 
 def _pem_body(block: bytes) -> bytes | None:
@@ -325,6 +381,8 @@ def _pem_body(block: bytes) -> bytes | None:
 def _load_der_certificates(data: bytes, filename: str) -> list[x509.Certificate]:
     try:
         return [x509.load_der_x509_certificate(data)]
+    except x509.InvalidVersion as err:
+        raise _invalid_version(err, filename, repr(filename)) from err
     except ValueError as err:
         certificate_error = err
     if _is_content_info(data):
@@ -364,6 +422,9 @@ def _load_pkcs7(data: bytes, filename: str, *, pem: bool) -> list[x509.Certifica
             if pem:
                 return list(pkcs7.load_pem_pkcs7_certificates(data))
             return list(pkcs7.load_der_pkcs7_certificates(data))
+    except x509.InvalidVersion as err:
+        where = f"A certificate in PKCS#7 file {filename!r}"
+        raise _invalid_version(err, filename, where) from err
     except ValueError as err:
         raise CertificateImportError(
             ImportErrorCategory.CORRUPTED,
@@ -438,6 +499,11 @@ def _public_key_algorithm(der: bytes) -> str | None:
         name = str(algorithm["algorithm"].native)
         parameters = algorithm["parameters"]
     except ValueError:
+        return None
+    except KeyError:
+        # asn1crypto raises KeyError for a public key algorithm OID it does not
+        # know. cryptography 50 loads a certificate with such a key and fails only
+        # in public_key(), so this certificate failed to load for another reason.
         return None
     if name == "dsa" and isinstance(parameters, asn1_core.Void):
         # RFC 3279 section 2.3.2 lets a DSA key inherit its domain parameters from
@@ -725,7 +791,7 @@ def require_issuer_chain(
     if chain is None:
         raise CertificateImportError(
             ImportErrorCategory.ISSUER_CA_NOT_IMPORTED,
-            f"The CA that issued certificate {_describe(certificate)} in "
+            f"The CA that issued certificate {describe_certificate(certificate)} in "
             f"{filename!r} is not imported (issuer "
             f"{certificate.issuer.rfc4514_string()!r}). Import that CA certificate "
             "first, then import this file again.",

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import datetime
+import hashlib
 import subprocess
 import warnings
 from collections.abc import Iterator
@@ -532,6 +534,134 @@ def test_pkcs12_as_certificate(pki: Path) -> None:
         load_certificates(data, "ee.p12")
     assert category_of(error) == "not-certificate"
     assert "PKCS#12" in str(error.value)
+
+
+# Malformed certificates: cryptography and asn1crypto raise exceptions other than
+# ValueError for these, and each must become a CertificateImportError.
+
+ED25519_OID = bytes.fromhex("06032b6570")  # 1.3.101.112
+# 1.3.101.127: an OID beside the RFC 8410 curve OIDs, which neither asn1crypto
+# nor cryptography recognizes.
+UNKNOWN_KEY_OID = bytes.fromhex("06032b657f")
+# The AlgorithmIdentifier of ecdsa-with-SHA256, which has no parameters.
+ECDSA_SHA256 = bytes.fromhex("300a06082a8648ce3d040302")
+VERSION_3 = bytes.fromhex("a003020102")
+
+
+def der_of(certificate: x509.Certificate) -> bytes:
+    return certificate.public_bytes(serialization.Encoding.DER)
+
+
+def replace_once(der: bytes, old: bytes, new: bytes) -> bytes:
+    """Replace the only occurrence of `old` with `new`, which has the same length."""
+    assert len(old) == len(new)
+    assert der.count(old) == 1, f"{old.hex()} occurs {der.count(old)} times"
+    return der.replace(old, new)
+
+
+def pem_of(der: bytes) -> bytes:
+    return pem_block(b"CERTIFICATE", base64.encodebytes(der).rstrip(b"\n"))
+
+
+def unknown_key_certificate() -> bytes:
+    key = ed25519.Ed25519PrivateKey.generate()
+    der = der_of(make_certificate(subject=name("Unknown Key"), key=key))
+    return replace_once(der, ED25519_OID, UNKNOWN_KEY_OID)
+
+
+def test_unknown_key_algorithm_is_named() -> None:
+    with pytest.raises(CertificateImportError) as error:
+        load_certificates(unknown_key_certificate(), "unknown-key.der")
+    assert category_of(error) == "unsupported-algorithm"
+    assert error.value.algorithm == "1.3.101.127"
+    assert "'CN=Unknown Key'" in str(error.value)
+
+
+def test_unknown_key_algorithm_in_damaged_certificate() -> None:
+    # The outer signatureAlgorithm is the last ecdsa-with-SHA256 identifier.
+    # A primitive tag there makes cryptography reject the DER, so the loader
+    # parses it with asn1crypto to name the key algorithm, and asn1crypto raises
+    # KeyError for an OID it does not recognize.
+    der = unknown_key_certificate()
+    outer = der.rindex(ECDSA_SHA256)
+    damaged = der[:outer] + b"\x08" + der[outer + 1 :]
+    with pytest.raises(CertificateImportError) as error:
+        load_certificates(damaged, "damaged.der")
+    assert category_of(error) == "corrupted"
+    assert error.value.algorithm is None
+    assert "'damaged.der' is DER but not a readable X.509" in str(error.value)
+
+
+def test_duplicate_extension_is_corrupted() -> None:
+    first = x509.ObjectIdentifier("1.3.6.1.4.1.55555.1")
+    second = x509.ObjectIdentifier("1.3.6.1.4.1.55555.2")
+    certificate = make_certificate(
+        subject=name("Twice"),
+        extensions=[
+            x509.UnrecognizedExtension(first, b"\x05\x00"),
+            x509.UnrecognizedExtension(second, b"\x05\x00"),
+        ],
+    )
+    der = replace_once(
+        der_of(certificate),
+        asn1_core.ObjectIdentifier(second.dotted_string).dump(),
+        asn1_core.ObjectIdentifier(first.dotted_string).dump(),
+    )
+    with pytest.raises(CertificateImportError) as error:
+        load_certificates(pem_of(der), "twice.pem")
+    assert category_of(error) == "corrupted"
+    message = str(error.value)
+    assert "Certificate 'CN=Twice' in 'twice.pem'" in message
+    assert "extension 1.3.6.1.4.1.55555.1 more than once" in message
+
+
+def test_issuer_attribute_of_wrong_type() -> None:
+    # cryptography allows a BIT STRING only for x500UniqueIdentifier, and raises
+    # TypeError for a commonName of that type.
+    der = der_of(make_certificate(subject=name("Test User")))
+    der = replace_once(der, b"\x0c\x07Test CA", b"\x03\x07Test CA")
+    with pytest.raises(CertificateImportError) as error:
+        load_certificates(der, "issuer.der")
+    assert category_of(error) == "corrupted"
+    message = str(error.value)
+    assert "The issuer name of certificate 'CN=Test User'" in message
+    assert "'issuer.der' cannot be decoded" in message
+
+
+def test_undecodable_subject_named_by_fingerprint() -> None:
+    der = der_of(make_certificate(subject=name("Test User", "user@example.com")))
+    # emailAddress is an IA5String, which allows only ASCII.
+    der = replace_once(der, b"user@example.com", b"us\xffr@example.com")
+    with pytest.raises(CertificateImportError) as error:
+        load_certificates(der, "subject.der")
+    assert category_of(error) == "corrupted"
+    message = str(error.value)
+    fingerprint = hashlib.sha256(der).hexdigest()
+    assert f"certificate with SHA-256 fingerprint {fingerprint}" in message
+    assert message.startswith("The subject name of")
+
+
+def version_18_certificate() -> bytes:
+    der = der_of(make_certificate(subject=name("Version 18")))
+    return replace_once(der, VERSION_3, bytes.fromhex("a003020112"))
+
+
+@pytest.mark.parametrize("form", ["pem", "der", "p7b"])
+def test_invalid_version_is_corrupted(tmp_path: Path, form: str) -> None:
+    der = version_18_certificate()
+    if form == "pem":
+        data, where = pem_of(der), "PEM block 1 of 'cert.pem'"
+    elif form == "der":
+        data, where = der, "'cert.der'"
+    else:
+        (tmp_path / "cert.pem").write_bytes(pem_of(der))
+        data = openssl("crl2pkcs7", "-nocrl", "-certfile", "cert.pem", "-outform",
+                       "DER", cwd=tmp_path)  # fmt: skip
+        where = "A certificate in PKCS#7 file 'cert.p7b'"
+    with pytest.raises(CertificateImportError) as error:
+        load_certificates(data, f"cert.{form}")
+    assert category_of(error) == "corrupted"
+    assert str(error.value).startswith(f"{where} has X.509 version number 18")
 
 
 # Issuer chains

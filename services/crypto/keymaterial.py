@@ -45,6 +45,7 @@ from smimegw.x509 import (
     ImportErrorCategory,
     MaterialImportError,
     check_readable,
+    describe_certificate,
     load_certificates,
 )
 
@@ -372,6 +373,17 @@ def load_pkcs12(data: bytes, password: bytes | None, filename: str) -> KeyMateri
     except UnsupportedAlgorithm as err:
         description = f"PKCS#12 file {filename!r}"
         raise _unsupported_key(description, str(err), filename) from err
+    except x509.InvalidVersion as err:
+        # cryptography raises InvalidVersion, which is no ValueError, for a
+        # certificate whose version number is not the 0, 1 or 2 (v1, v2, v3) of
+        # RFC 5280 section 4.1.2.1.
+        raise KeyImportError(
+            ImportErrorCategory.CORRUPTED,
+            f"A certificate in PKCS#12 file {filename!r} has X.509 version number "
+            f"{err.parsed_version}, but RFC 5280 defines only 0, 1 and 2 (v1, v2 "
+            "and v3), so the certificate is damaged. Export the file again.",
+            filename=filename,
+        ) from err
     except ValueError as err:
         raise _classify_pkcs12_failure(inspection, password, filename) from err
     layout = inspection if isinstance(inspection, _PfxLayout) else None
@@ -783,13 +795,16 @@ def _pair_key(
     """Build KeyMaterial from the certificate that matches `key` and the others."""
     certificate = _matching_certificate(key, certificates)
     if certificate is None:
-        subjects = ", ".join(
-            repr(candidate.subject.rfc4514_string()) for candidate in certificates
+        # The candidates have not passed check_readable yet, so a subject that
+        # cannot be decoded is named by the certificate's fingerprint instead.
+        candidates = ", ".join(
+            f"certificate {describe_certificate(candidate)}"
+            for candidate in certificates
         )
         raise KeyImportError(
             ImportErrorCategory.KEY_MISMATCH,
             f"The private key from {key_filename!r} does not match the public key "
-            f"of any certificate in {cert_filename!r} ({subjects}). Choose the "
+            f"of any certificate in {cert_filename!r} ({candidates}). Choose the "
             "certificate issued for this key, or the key of this certificate.",
             filename=key_filename,
         )

@@ -459,6 +459,54 @@ def test_p12_key_with_other_certificate(pki: Path) -> None:
     assert "CN=Other" in error.message
 
 
+def damaged_certificate(pki: Path, stem: str, old: bytes, new: bytes) -> Path:
+    """Issue a certificate for other.key with user.key, then replace `old` by `new`.
+
+    Its subject is CN=Damaged with emailAddress damaged@example.com, and its
+    public key is not the one of user.key. cryptography decodes a certificate's
+    names only when they are first used, so a PKCS#12 file with this copy loads.
+    """
+    openssl("req", "-new", "-key", "other.key", "-subj",
+            "/CN=Damaged/emailAddress=damaged@example.com", "-addext",
+            "keyUsage=digitalSignature", "-out", f"{stem}.csr", cwd=pki)  # fmt: skip
+    # The extension makes it a version 3 certificate.
+    der = openssl("x509", "-req", "-in", f"{stem}.csr", "-copy_extensions", "copy",
+                  "-CA", "user.pem", "-CAkey", "user.key", "-days", "30",
+                  "-outform", "DER", cwd=pki)  # fmt: skip
+    assert len(old) == len(new)
+    assert der.count(old) == 1
+    path = pki / f"{stem}.der"
+    path.write_bytes(der.replace(old, new))
+    openssl("x509", "-inform", "DER", "-in", path, "-out", f"{stem}.pem", cwd=pki)
+    return pki / f"{stem}.pem"
+
+
+def test_p12_mismatch_names_undecodable_subject_by_fingerprint(pki: Path) -> None:
+    # emailAddress is an IA5String, which allows only ASCII, so the subject of
+    # this certificate cannot be decoded.
+    path = damaged_certificate(
+        pki, "bad-subject", b"damaged@example.com", b"dam\xffged@example.com"
+    )
+    der = (pki / "bad-subject.der").read_bytes()
+    data = export_p12(pki, "-nocerts", "-certfile", path.name)
+    error = import_error(lambda: load_pkcs12(data, PASSWORD, "bad-subject.p12"))
+    assert error.category == "key-mismatch"
+    fingerprint = hashlib.sha256(der).hexdigest()
+    assert f"(certificate with SHA-256 fingerprint {fingerprint})" in error.message
+    assert "'bad-subject.p12'" in error.message
+
+
+def test_p12_certificate_with_invalid_version(pki: Path) -> None:
+    version_3, version_18 = bytes.fromhex("a003020102"), bytes.fromhex("a003020112")
+    path = damaged_certificate(pki, "version-18", version_3, version_18)
+    data = export_p12(pki, "-nocerts", "-certfile", path.name)
+    error = import_error(lambda: load_pkcs12(data, PASSWORD, "version.p12"))
+    assert error.category == "corrupted"
+    assert error.message.startswith(
+        "A certificate in PKCS#12 file 'version.p12' has X.509 version number 18"
+    )
+
+
 OID_PBE_MD5_DES = bytes.fromhex("06092a864886f70d010503")
 OID_PBE_MD2_DES = bytes.fromhex("06092a864886f70d010501")
 

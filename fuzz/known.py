@@ -10,28 +10,9 @@ from __future__ import annotations
 
 from types import TracebackType
 
-# (exception type name, "module.function" of the innermost project frame)
-KNOWN_FINDINGS: frozenset[tuple[str, str]] = frozenset(
-    {
-        # asn1crypto raises KeyError for a public key algorithm OID it does not
-        # know while smimegw.x509 names the algorithm of an undecodable
-        # certificate.
-        ("KeyError", "smimegw.x509._public_key_algorithm"),
-        # cryptography raises DuplicateExtension, which is not a ValueError, when
-        # check_readable reads the extensions of a certificate that repeats one.
-        ("DuplicateExtension", "smimegw.x509.check_readable"),
-        # cryptography raises TypeError from Name.rfc4514_string for an issuer
-        # attribute whose type its OID does not allow.
-        ("TypeError", "smimegw.x509.check_readable"),
-        # cryptography raises InvalidVersion, which is not a ValueError, for a
-        # certificate whose version field is not v1, v2 or v3.
-        ("InvalidVersion", "smimegw.x509._load_pem_certificate"),
-        # cryptography raises ValueError from Name.rfc4514_string for a subject
-        # with an invalid value, while keymaterial lists the candidate subjects
-        # of a PKCS#12 file whose key matches no certificate.
-        ("ValueError", "services.crypto.keymaterial._pair_key.<locals>.<genexpr>"),
-    }
-)
+# (exception type name, "module.function" of the innermost project frame). No
+# finding is open.
+KNOWN_FINDINGS: frozenset[tuple[str, str]] = frozenset()
 
 _PROJECT_PACKAGES = ("smimegw", "services", "schemas")
 

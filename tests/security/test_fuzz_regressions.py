@@ -46,7 +46,7 @@ def _run(target: str, path: Path) -> None:
 
 def test_every_target_has_regressions() -> None:
     targets = {p.parent.name for p in REGRESSIONS.glob("*/*")}
-    assert {"pem_import", "pkcs12_import", "smtp_session"} <= targets
+    assert {"cms_signed", "pem_import", "pkcs12_import", "smtp_session"} <= targets
 
 
 @pytest.mark.parametrize(("target", "path"), _cases())

@@ -15,10 +15,22 @@ import subprocess
 import sys
 from pathlib import Path
 
+from fuzz.cms_corpus import ENVELOPED_KINDS, SIGNED_KINDS, write_seeds
+
 REPO = Path(__file__).resolve().parent.parent
 INTEROP = REPO.parent / "shared" / "interop"
 WORK = REPO / "var" / "fuzz"
-TARGETS = ("mime_detect", "pem_import", "pkcs12_import", "smtp_session")
+TARGETS = (
+    "cms_envelope",
+    "cms_signed",
+    "mime_detect",
+    "mime_outgoing",
+    "pem_import",
+    "pkcs12_import",
+    "smtp_session",
+)
+# The CMS targets take the DER of the corpus messages of these kinds.
+CMS_SEED_KINDS = {"cms_envelope": ENVELOPED_KINDS, "cms_signed": SIGNED_KINDS}
 
 SMTP_SEEDS = {
     "send.txt": (
@@ -39,6 +51,7 @@ SMTP_SEEDS = {
 def _seed_files(target: str) -> list[Path]:
     patterns = {
         "mime_detect": ("*.eml",),
+        "mime_outgoing": ("*.eml",),
         "pem_import": ("*.pem", "*.crt", "*.p7b", "*.der"),
         "pkcs12_import": ("*.p12", "*.pfx"),
     }[target]
@@ -46,7 +59,9 @@ def _seed_files(target: str) -> list[Path]:
 
 
 def prepare_seeds(target: str) -> Path:
-    """Copy the seed inputs of `target` into a folder of their own."""
+    """Copy or write the seed inputs of `target` into a folder of their own."""
+    if target in CMS_SEED_KINDS:
+        return write_seeds(target, CMS_SEED_KINDS[target], WORK / "seeds")
     seeds = WORK / "seeds" / target
     seeds.mkdir(parents=True, exist_ok=True)
     if target == "smtp_session":

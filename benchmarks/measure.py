@@ -208,6 +208,11 @@ async def measure_smtp(
         result.notes.append(
             f"{run.failures} SMTP failures under saturation; last: {run.last_error}"
         )
+    if run.reconnections:
+        result.notes.append(
+            f"the target closed {run.reconnections} connections with 421 under "
+            "saturation; the messages were sent again on new connections"
+        )
     if not drained:
         result.notes.append(
             f"{len(run.accepted) - len(arrived)} accepted messages had not arrived "

@@ -8,6 +8,7 @@ from typing import Any
 
 import nats
 import nats.errors
+from nats.aio.client import Client
 
 from schemas.base import Model
 from schemas.commands import CommandReply
@@ -40,25 +41,35 @@ async def request(
     return result
 
 
-async def _request_bytes(
-    settings: Settings, subject: str, payload: bytes, timeout: float
-) -> bytes:
+async def connect(settings: Settings, options: dict[str, Any] | None = None) -> Client:
+    """Connect the CLI to the gateway's NATS server, or raise GatewayUnreachableError.
+
+    `options` replaces the credentials taken from the settings.
+    """
     url = nats_url(settings)
+    # nats.url may list the servers of a cluster, comma-separated.
+    servers = [u.strip() for u in url.split(",") if u.strip()]
     try:
         async with asyncio.timeout(3):
-            # nats.url may list the servers of a cluster, comma-separated.
-            nc = await nats.connect(
-                url.split(","),
+            return await nats.connect(
+                servers,
                 connect_timeout=2,
                 allow_reconnect=False,
                 max_reconnect_attempts=0,
-                **natsauth.connect_options(settings),
+                **(natsauth.connect_options(settings) if options is None else options),
             )
     except (nats.errors.Error, OSError, TimeoutError) as err:
         raise GatewayUnreachableError(
             f"cannot connect to NATS at {url}: is the gateway running? "
             "Start it with `smimegw run` or set nats.url"
         ) from err
+
+
+async def _request_bytes(
+    settings: Settings, subject: str, payload: bytes, timeout: float
+) -> bytes:
+    url = nats_url(settings)
+    nc = await connect(settings)
     try:
         reply = await nc.request(subject, payload, timeout=timeout)
     except nats.errors.NoRespondersError as err:

@@ -16,9 +16,8 @@ import nats.errors
 
 from services.crypto import keystore, keyvault
 from smimegw import natsauth
-from smimegw.client import GatewayUnreachableError
+from smimegw.client import connect
 from smimegw.commands import CommandError, add_config
-from smimegw.service import nats_url
 from smimegw.settings import Settings, load_settings
 
 
@@ -34,21 +33,7 @@ def _credentials(settings: Settings) -> dict[str, Any]:
 
 
 async def rotate(settings: Settings) -> keystore.Rotation:
-    url = nats_url(settings)
-    servers = [u.strip() for u in url.split(",") if u.strip()]
-    try:
-        async with asyncio.timeout(10):
-            nc = await nats.connect(
-                servers,
-                connect_timeout=3,
-                allow_reconnect=False,
-                **_credentials(settings),
-            )
-    except (nats.errors.Error, OSError, TimeoutError) as err:
-        raise GatewayUnreachableError(
-            f"cannot connect to NATS at {url}: is the gateway running? "
-            "Start it with `smimegw run` or set nats.url"
-        ) from err
+    nc = await connect(settings, _credentials(settings))
     try:
         return await keystore.rotate_kek(nc.jetstream(timeout=10), settings.kek_path)
     except (keyvault.KeyVaultError, keystore.RotationError) as err:

@@ -16,8 +16,8 @@ import nats
 import nats.errors
 from nats.js import JetStreamContext
 
-from smimegw import natsauth, parking
-from smimegw.client import GatewayUnreachableError
+from smimegw import parking
+from smimegw.client import connect
 from smimegw.commands import CommandError, add_config, add_json
 from smimegw.service import nats_url
 from smimegw.settings import Settings, load_settings
@@ -29,20 +29,7 @@ async def _with_jetstream(
     settings: Settings, work: Callable[[JetStreamContext], Awaitable[Any]]
 ) -> Any:
     url = nats_url(settings)
-    servers = [u.strip() for u in url.split(",") if u.strip()]
-    try:
-        async with asyncio.timeout(5):
-            nc = await nats.connect(
-                servers,
-                connect_timeout=3,
-                allow_reconnect=False,
-                **natsauth.connect_options(settings),
-            )
-    except (nats.errors.Error, OSError, TimeoutError) as err:
-        raise GatewayUnreachableError(
-            f"cannot connect to NATS at {url}: is the gateway running? "
-            "Start it with `smimegw run` or set nats.url"
-        ) from err
+    nc = await connect(settings)
     try:
         return await work(nc.jetstream(timeout=10))
     except parking.ParkingError as err:

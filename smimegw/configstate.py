@@ -202,13 +202,13 @@ class ConfigState:
         return [entry.certificate for entry in self.cas.values()]
 
     def chain_of(self, certificate: x509.Certificate) -> list[x509.Certificate] | None:
-        """The chain to an imported CA, or None when the issuing CA is missing."""
+        """Return the chain to an imported CA, or None when the issuing CA is missing."""
         return certs.find_issuer_chain(
             certificate, self.ca_certificates(), allow_sha1=True
         )
 
     def find_ca(self, ca_id: str) -> CaEntry | None:
-        """The CA whose id or fingerprint starts with `ca_id` (at least 8 digits)."""
+        """Find the CA whose id or fingerprint starts with `ca_id` (8 digits or more)."""
         wanted = ca_id.strip().lower().replace(":", "")
         if len(wanted) < 8:
             return None
@@ -257,7 +257,7 @@ class ConfigState:
         return []
 
     def status(self, entry: BindingEntry, now: datetime) -> tuple[str, str | None]:
-        """The status and, when unusable, the reason, against the clock `now`."""
+        """Return the status and, when unusable, the reason, against the clock `now`."""
         if self.chain_of(entry.certificate) is None:
             return "unusable", "issuer CA not imported"
         return certs.status_at(entry.facts, now), None
@@ -284,7 +284,7 @@ class ConfigState:
         purpose: Purpose,
         now: datetime,
     ) -> BindingEntry | None:
-        """The valid binding with the latest notAfter that suits `purpose`."""
+        """Pick the valid binding with the latest notAfter that suits `purpose`."""
         usable = [
             b
             for b in self.candidates(address, kind)

@@ -202,13 +202,13 @@ class ConfigState:
         return [entry.certificate for entry in self.cas.values()]
 
     def chain_of(self, certificate: x509.Certificate) -> list[x509.Certificate] | None:
-        """Return the chain to an imported CA, or None when the issuing CA is missing."""
+        """Return the chain to an imported CA, or None if the issuing CA is missing."""
         return certs.find_issuer_chain(
             certificate, self.ca_certificates(), allow_sha1=True
         )
 
     def find_ca(self, ca_id: str) -> CaEntry | None:
-        """Find the CA whose id or fingerprint starts with `ca_id` (8 digits or more)."""
+        """Find the CA whose id or fingerprint starts with `ca_id` (8+ digits)."""
         wanted = ca_id.strip().lower().replace(":", "")
         if len(wanted) < 8:
             return None

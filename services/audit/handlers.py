@@ -116,7 +116,7 @@ class AuditQueries:
                 since=since,
                 limit=limit + 1,
             )
-            # Fetching one more than requested shows whether older matches were left out.
+            # One record more than requested shows whether older ones were left out.
             truncated = len(records) > limit
             records = records[1:] if truncated else records
             # "records": the stored rows with trace ids and hashes; otherwise

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from cryptography import x509
 from nats.aio.msg import Msg
@@ -21,10 +21,10 @@ from pydantic import ValidationError
 
 from schemas.base import Event
 from schemas.commands import CommandFailure, CommandReply, command_adapter
-from schemas.config import ConfigWarning
+from schemas.config import BindingCreated, ConfigWarning
 from smimegw import streams
 from smimegw import x509 as certs
-from smimegw.configstate import ConfigFollower
+from smimegw.configstate import ConfigFollower, binding_id, pem_of
 from smimegw.runtime import Runtime
 
 log = logging.getLogger("smimegw.config")
@@ -167,6 +167,54 @@ def binding_warnings(
             )
         )
     return warnings
+
+
+async def create_binding(
+    runtime: Runtime,
+    follower: ConfigFollower,
+    *,
+    kind: Literal["internal", "external"],
+    pattern: str,
+    certificate: x509.Certificate,
+    chain: Sequence[x509.Certificate],
+    key_id: str | None,
+    local_cert: str | None,
+    file_name: str,
+    key_warnings: Sequence[tuple[str, str]] = (),
+) -> CommandReply:
+    """Publish a new binding with its warnings; `key_warnings` are (code, message).
+
+    Raises CommandRejected when the same binding exists already.
+    """
+    facts = certs.facts_of(certificate)
+    new_id = binding_id(kind, pattern, facts.sha256_fingerprint)
+    if new_id in follower.state.bindings:
+        raise CommandRejected(
+            "exists", f"binding {new_id} already ties {pattern} to this certificate"
+        )
+    created = BindingCreated.create(
+        binding_id=new_id,
+        kind=kind,
+        pattern=pattern,
+        certificate=pem_of(certificate),
+        chain=tuple(pem_of(c) for c in chain),
+        key_id=key_id,
+        local_cert=local_cert,
+        file_name=file_name,
+    )
+    warnings = [
+        ConfigWarning.create(
+            entry_kind="binding", entry_id=new_id, code=code, message=message
+        )
+        for code, message in key_warnings
+    ]
+    warnings += binding_warnings(follower, new_id, pattern, certificate)
+    await publish_config(runtime, [created, *warnings], follower.state.last_sequence)
+    return CommandReply(
+        ok=True,
+        result={"id": new_id, "pattern": pattern, "identity": facts.identity},
+        warnings=tuple(w.message for w in warnings),
+    )
 
 
 def _failure(category: str, message: str) -> CommandReply:

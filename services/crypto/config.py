@@ -8,7 +8,6 @@ import logging
 
 from schemas.commands import BindingCreate, CertImport, CommandReply, Upload
 from schemas.config import (
-    BindingCreated,
     CertificateImportFailed,
     ConfigWarning,
     LocalCertImported,
@@ -19,7 +18,7 @@ from smimegw import x509 as certs
 from smimegw.configbus import (
     CommandRejected,
     Handler,
-    binding_warnings,
+    create_binding,
     file_type,
     publish_config,
     publish_unchecked,
@@ -27,7 +26,6 @@ from smimegw.configbus import (
 from smimegw.configstate import (
     ConfigFollower,
     PatternError,
-    binding_id,
     normalise_pattern,
     pem_of,
 )
@@ -160,10 +158,9 @@ class CryptoConfig:
         except PatternError as err:
             raise CommandRejected("invalid-pattern", str(err)) from err
 
-        state = self.follower.state
-        warnings: list[ConfigWarning] = []
+        key_warnings: list[tuple[str, str]] = []
         if command.local_cert is not None:
-            local = state.local_certs.get(command.local_cert)
+            local = self.follower.state.local_certs.get(command.local_cert)
             if local is None:
                 raise CommandRejected(
                     "not-found",
@@ -181,39 +178,17 @@ class CryptoConfig:
             chain = material.extra_certificates
             key_id = await self.keys.put(material.private_key)
             file_name = upload.name
-            new_id = binding_id(
-                "internal", pattern, certs.facts_of(certificate).sha256_fingerprint
-            )
-            warnings += [
-                ConfigWarning.create(
-                    entry_kind="binding",
-                    entry_id=new_id,
-                    code=w.code,
-                    message=w.message,
-                )
-                for w in material.warnings
-            ]
+            key_warnings = [(w.code, w.message) for w in material.warnings]
 
-        facts = certs.facts_of(certificate)
-        new_id = binding_id("internal", pattern, facts.sha256_fingerprint)
-        if new_id in state.bindings:
-            raise CommandRejected(
-                "exists", f"binding {new_id} already ties {pattern} to this certificate"
-            )
-        created = BindingCreated.create(
-            binding_id=new_id,
+        return await create_binding(
+            self.runtime,
+            self.follower,
             kind="internal",
             pattern=pattern,
-            certificate=pem_of(certificate),
-            chain=tuple(pem_of(c) for c in chain),
+            certificate=certificate,
+            chain=chain,
             key_id=key_id,
             local_cert=command.local_cert,
             file_name=file_name,
-        )
-        warnings += binding_warnings(self.follower, new_id, pattern, certificate)
-        await publish_config(self.runtime, [created, *warnings], state.last_sequence)
-        return CommandReply(
-            ok=True,
-            result={"id": new_id, "pattern": pattern, "identity": facts.identity},
-            warnings=tuple(w.message for w in warnings),
+            key_warnings=key_warnings,
         )

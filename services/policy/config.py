@@ -29,7 +29,6 @@ from schemas.commands import (
     Upload,
 )
 from schemas.config import (
-    BindingCreated,
     BindingDeleted,
     CaDeleted,
     CaImported,
@@ -48,7 +47,7 @@ from smimegw import x509 as certs
 from smimegw.configbus import (
     CommandRejected,
     Handler,
-    binding_warnings,
+    create_binding,
     file_type,
     publish_config,
     publish_unchecked,
@@ -57,7 +56,6 @@ from smimegw.configstate import (
     ConfigFollower,
     ConfigState,
     PatternError,
-    binding_id,
     normalise_pattern,
     pem_of,
 )
@@ -225,30 +223,16 @@ class PolicyConfig:
         except certs.CertificateImportError as err:
             raise await self._failed("binding.create", upload, err, pattern) from err
 
-        facts = certs.facts_of(certificate)
-        new_id = binding_id("external", pattern, facts.sha256_fingerprint)
-        if new_id in self.state.bindings:
-            raise CommandRejected(
-                "exists", f"binding {new_id} already ties {pattern} to this certificate"
-            )
-        created = BindingCreated.create(
-            binding_id=new_id,
+        return await create_binding(
+            self.runtime,
+            self.follower,
             kind="external",
             pattern=pattern,
-            certificate=pem_of(certificate),
-            chain=tuple(pem_of(c) for c in chain),
+            certificate=certificate,
+            chain=chain,
             key_id=None,
             local_cert=None,
             file_name=upload.name,
-        )
-        warnings = binding_warnings(self.follower, new_id, pattern, certificate)
-        await publish_config(
-            self.runtime, [created, *warnings], self.state.last_sequence
-        )
-        return CommandReply(
-            ok=True,
-            result={"id": new_id, "pattern": pattern, "identity": facts.identity},
-            warnings=tuple(w.message for w in warnings),
         )
 
     async def binding_delete(self, command: BindingDelete) -> CommandReply:

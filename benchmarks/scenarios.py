@@ -257,7 +257,7 @@ async def _retry_until_served(
     deadline = time.monotonic() + timeout
     while True:
         outcome = await asyncio.to_thread(gateway.cli, *argv)
-        if "no service answers" not in outcome.output:
+        if "no service responds to" not in outcome.output:
             return outcome
         if time.monotonic() >= deadline:
             return outcome

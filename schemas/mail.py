@@ -26,7 +26,7 @@ class ClientInfo(Model):
 
 
 class MailReceived(Event):
-    """Ingress stored a message and is about to answer 250 to its DATA."""
+    """Ingress stored a message and is about to reply 250 to its DATA."""
 
     TYPE: ClassVar[str] = "mail.received"
     type: Literal["mail.received"]
@@ -63,8 +63,8 @@ class RecipientCertificate(Model):
 class MailRouted(Event):
     """Policy's plan for one group of recipients that get the same treatment.
 
-    Actions: `relay` passes the message on unchanged; `protect` signs and/or
-    encrypts it with `profile`; `open` decrypts and verifies incoming S/MIME;
+    Actions: `relay` passes the message on unchanged. `protect` signs and/or
+    encrypts it with `profile`. `open` decrypts and verifies incoming S/MIME.
     `bounce` returns it to the sender with `reason`, without delivery.
     """
 
@@ -158,7 +158,7 @@ class MailProcessed(Event):
 
 
 class SignerReport(Model):
-    """One signer of an incoming message; each result stands on its own."""
+    """One signer of an incoming message, each result reported separately."""
 
     signature: Literal["valid", "invalid"]
     signature_reason: str | None

@@ -74,7 +74,7 @@ async def _request_bytes(
         reply = await nc.request(subject, payload, timeout=timeout)
     except nats.errors.NoRespondersError as err:
         raise GatewayUnreachableError(
-            f"no service answers {subject} at {url}; start the gateway's services"
+            f"no service responds to {subject} at {url}; start the gateway's services"
         ) from err
     except nats.errors.TimeoutError as err:
         raise GatewayUnreachableError(

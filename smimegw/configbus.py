@@ -3,8 +3,8 @@
 Commands arrive by NATS request/reply. The owning service checks a command
 against its ConfigState and publishes the resulting events to CONFIG with
 `Nats-Expected-Last-Sequence` set to the sequence that state was built from. If
-another replica published in between, JetStream rejects the write; the service
-catches up and decides again, so no command is applied to a stale view.
+another replica published in between, JetStream rejects the write. The service
+then catches up and decides again, so no command is applied to a stale view.
 """
 
 from __future__ import annotations

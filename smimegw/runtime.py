@@ -3,7 +3,7 @@
 A consumer here acks a bus message only after its handler returned, which means
 after the handler published its own output. Handlers are therefore called at
 least once per message and must be idempotent. A handler that raises is retried
-with back-off up to `bus.max_deliver` times; an error that retrying cannot fix
+with back-off up to `bus.max_deliver` times. An error that retrying cannot fix
 (`PermanentError`, or bytes that are not a valid event) parks the message at once
 on `parked.<stage>` with a `mail.parked` event, so it never blocks the ones
 behind it.
@@ -170,7 +170,7 @@ class Runtime:
     async def connect(self, stop: asyncio.Event | None = None) -> None:
         """Connect and provision, retrying while the broker is not ready yet.
 
-        In a cluster, JetStream answers no API request while a restarted node
+        In a cluster, JetStream serves no API request while a restarted node
         rejoins and a meta leader is elected, so provisioning is retried as
         well; readiness stays 503 meanwhile.
         """
@@ -235,8 +235,8 @@ class Runtime:
             deliver_policy=DeliverPolicy.ALL,
             ack_policy=JsAckPolicy.EXPLICIT,
             ack_wait=bus.ack_wait.total_seconds(),
-            # The wrapper parks a message at bus.max_deliver attempts; the
-            # server's bound is a little higher so that a lost ack cannot make
+            # The wrapper parks a message at bus.max_deliver attempts. The
+            # server's bound is a little higher, so a lost ack cannot make
             # JetStream drop a message the wrapper has not parked yet. Handlers
             # that defer on purpose (RetryLater) pass a larger bound.
             max_deliver=max_deliver or bus.max_deliver + 2,

@@ -107,7 +107,7 @@ def run_until_signal(name: str, settings: Settings) -> None:
     try:
         asyncio.run(main())
     except (KeyVaultError, ValueError, OSError) as err:
-        # A configuration the service cannot run with: say so in one line and
+        # A configuration the service cannot run with: log one line and
         # exit with EX_CONFIG, which `smimegw run` does not restart.
         log.error("%s cannot start: %s", name, err)
         raise SystemExit(EXIT_CONFIG) from None

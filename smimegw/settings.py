@@ -89,7 +89,7 @@ class SmtpSettings(_Section):
     # STARTTLS is offered only when both files are set.
     tls_cert: OptionalPath = None
     tls_key: OptionalPath = None
-    # Time to store the body and get JetStream's ack before answering 451 4.3.0.
+    # Time to store the body and get JetStream's ack before replying 451 4.3.0.
     publish_timeout: Duration = timedelta(seconds=10)
     # Limits per client IP address; clients in trusted_networks are exempt.
     max_connections_per_ip: int = Field(default=20, ge=1)
@@ -98,7 +98,7 @@ class SmtpSettings(_Section):
     # RFC 5321 section 4.5.3.1.8: a server must accept at least 100 recipients.
     max_recipients: int = Field(default=100, ge=1)
     # Idle time allowed before each command, and the time for a whole DATA
-    # transfer, after which the server answers 421 and closes the connection.
+    # transfer, after which the server replies 421 and closes the connection.
     # RFC 5321 section 4.5.3.2.7 suggests 5 minutes for the first.
     command_timeout: Duration = timedelta(minutes=5)
     data_timeout: Duration = timedelta(minutes=10)

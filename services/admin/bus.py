@@ -19,7 +19,7 @@ from smimegw import natsauth, parking
 
 
 class BusUnavailableError(Exception):
-    """No service answered a request, or NATS is not connected."""
+    """No service responded to a request, or NATS is not connected."""
 
 
 class AdminBus:
@@ -56,11 +56,11 @@ class AdminBus:
             reply = await self.nc.request(subject, payload, timeout=self.timeout)
         except nats.errors.NoRespondersError as err:
             raise BusUnavailableError(
-                f"no service answers {subject}; start the gateway's services"
+                f"no service responds to {subject}; start the gateway's services"
             ) from err
         except nats.errors.TimeoutError as err:
             raise BusUnavailableError(
-                f"{subject} did not answer within {self.timeout:.0f} s"
+                f"{subject} did not respond within {self.timeout:.0f} s"
             ) from err
         except nats.errors.ConnectionClosedError as err:
             raise BusUnavailableError("the admin API lost its NATS connection") from err

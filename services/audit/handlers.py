@@ -1,4 +1,4 @@
-"""Consumption of the MAIL and CONFIG streams in order, and answers to queries."""
+"""Consumers of the MAIL and CONFIG streams in order, and the query responder."""
 
 from __future__ import annotations
 
@@ -91,7 +91,7 @@ class AuditConsumer:
 
 
 def parse_since(value: str) -> datetime:
-    """An ISO 8601 time, or a duration back from now such as "2h"."""
+    """Parse an ISO 8601 time, or a duration back from now such as "2h"."""
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:

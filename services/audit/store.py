@@ -237,7 +237,7 @@ class AuditStore(ABC):
         since: datetime | None = None,
         limit: int = 1000,
     ) -> list[StoredRecord]:
-        """The newest `limit` matching records, oldest first.
+        """Return the newest `limit` matching records, oldest first.
 
         `event_type` ending in `.*` matches a prefix.
 

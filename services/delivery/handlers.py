@@ -98,7 +98,7 @@ class DeliveryHandlers:
         return self._kv
 
     async def _record(self, key: str, state: DeliveryState) -> None:
-        """Store what the next hop answered, retrying while JetStream is unavailable.
+        """Store the next hop's replies, retrying while JetStream is unavailable.
 
         The next hop has already accepted the message: a record that fails
         makes the redelivery send it again. The put is idempotent, so it is

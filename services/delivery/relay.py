@@ -37,7 +37,7 @@ class Reply:
         return self.code >= 500
 
     def enhanced_status(self) -> str:
-        """The RFC 3463 code from the reply text, or one implied by the reply code."""
+        """Return the RFC 3463 code of the reply text, or one the reply code implies."""
         first = self.text.split(" ", 1)[0]
         parts = first.split(".")
         if len(parts) == 3 and all(p.isdigit() for p in parts):
@@ -204,7 +204,7 @@ async def send(
     except aiosmtplib.SMTPRecipientsRefused as err:
         return {r.recipient: Reply(r.code, r.message) for r in err.recipients}
     except aiosmtplib.SMTPResponseException as err:
-        # MAIL FROM or DATA refused: the same answer for every recipient.
+        # MAIL FROM or DATA rejected: the same reply for every recipient.
         return dict.fromkeys(recipients, Reply(err.code, err.message))
     except (aiosmtplib.SMTPException, OSError, TimeoutError) as err:
         reason = f"connection to {host}:{port} failed: {type(err).__name__}: {err}"

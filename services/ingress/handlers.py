@@ -176,7 +176,7 @@ class IngressHandler:
                 await self.runtime.publish(event, timeout=self.publish_timeout)
         except (TimeoutError, nats.errors.Error, OSError) as err:
             log.warning(
-                "could not store message (%s: %s); answered 451",
+                "could not store message (%s: %s); replied 451",
                 type(err).__name__,
                 err,
             )
@@ -230,7 +230,7 @@ def printable(text: str) -> str:
 
 
 def _reverse_path(mail_from: str | None) -> str:
-    """The envelope sender; aiosmtpd reports the null sender as "<>", we use ""."""
+    """Return the envelope sender, "" for the null sender (aiosmtpd reports "<>")."""
     return "" if mail_from in (None, "", "<>") else mail_from
 
 

@@ -95,7 +95,7 @@ class GatewaySMTP(SMTP):
 
     async def _handle_client(self) -> None:
         if self._over_limit:
-            log.info("too many connections from %s; answered 421", self.peer_ip)
+            log.info("too many connections from %s; replied 421", self.peer_ip)
             await self.push(REPLY_TOO_MANY_CONNECTIONS)
             if self.transport is not None:
                 self.transport.close()
@@ -105,7 +105,7 @@ class GatewaySMTP(SMTP):
     def _timeout_cb(self) -> None:
         # RFC 5321 section 4.5.3.2: close with 421 after a timeout.
         if self.transport is not None and not self.transport.is_closing():
-            log.info("SMTP client %s timed out; answered 421", self.peer_ip)
+            log.info("SMTP client %s timed out; replied 421", self.peer_ip)
             self._writer.write(REPLY_TIMEOUT.encode() + b"\r\n")
         super()._timeout_cb()  # type: ignore[no-untyped-call]
 
@@ -116,7 +116,7 @@ class GatewaySMTP(SMTP):
                 self.transport.close()
             return
         if self._limits is not None and not self._limits.start_message(self.peer_ip):
-            log.info("message rate of %s over the limit; answered 450", self.peer_ip)
+            log.info("message rate of %s over the limit; replied 450", self.peer_ip)
             await self.push(REPLY_RATE_LIMITED)
             return
         await super().smtp_MAIL(arg)

@@ -1,6 +1,6 @@
 """`smimegw audit ...`: the event log kept by the audit service.
 
-`list` asks the running audit service over NATS. `verify` and `export` open
+`list` queries the running audit service over NATS. `verify` and `export` open
 the audit store itself (the SQLite file under data_dir, or the PostgreSQL
 database at audit.database_url), so they work while the gateway is stopped and
 check what is stored, not what a service reports.

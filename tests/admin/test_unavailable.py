@@ -1,4 +1,4 @@
-"""The admin API when no service answers on the bus."""
+"""The admin API when no service responds on the bus."""
 
 from __future__ import annotations
 

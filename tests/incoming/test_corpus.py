@@ -133,7 +133,7 @@ async def test_outer_signer_holds_from(incoming: Incoming) -> None:
 
     for sender in senders:
         [fields] = delivered[sender].signatures
-        # From: Alice@example.com, and the certificate's DN says Alice@example.com.
+        # From: Alice@example.com, and the certificate's DN contains Alice@example.com.
         assert fields["from"] == "match"
         assert fields["signer"].startswith("CN=Alice,")
         assert len(fields["fingerprint"]) == 64

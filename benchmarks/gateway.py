@@ -14,15 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks import procstat
+from tests.harness import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 STOP_TIMEOUT = 60.0
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def wait_for_port(port: int, timeout: float) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -30,10 +31,28 @@ from smimegw.settings import Settings
 REPO = Path(__file__).resolve().parent.parent
 
 
+# Ports handed out in this process. Asking the kernel for port 0 twice can
+# return the same port, and a port from the ephemeral range can be taken by an
+# outgoing connection before the server binds it; drawing below that range and
+# never twice closes both races.
+_HANDED_OUT: set[int] = set()
+_PORT_RANGE = (20000, 32000)
+
+
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    """Return a loopback port that is free now and not handed out before."""
+    for _ in range(1000):
+        port = random.randint(*_PORT_RANGE)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    raise RuntimeError(f"no free loopback port in {_PORT_RANGE}")
 
 
 class NatsServer:

@@ -10,7 +10,7 @@ from typing import Any
 
 from services.admin.tokens import Role, TokenStoreError, token_store
 from smimegw import natsauth
-from smimegw.commands import CommandError, add_config, add_json
+from smimegw.commands import CommandError, add_config, add_json, format_table
 from smimegw.settings import load_settings
 
 
@@ -39,10 +39,7 @@ def cmd_token_list(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(entries, indent=2))
         return 0
-    for entry in entries:
-        print(
-            f"{entry['id']}  {entry['role']:<10}  {entry['created']}  {entry['name']}"
-        )
+    print(format_table(entries, ["id", "role", "created", "name"]))
     return 0
 
 

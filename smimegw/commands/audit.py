@@ -19,7 +19,7 @@ from services.audit.chain import VerifyResult
 from services.audit.handlers import parse_since
 from services.audit.store import AuditStore, AuditStoreError, open_store
 from smimegw.client import request
-from smimegw.commands import CommandError, add_config, add_json
+from smimegw.commands import CommandError, add_config, add_json, format_table, plural
 from smimegw.settings import Settings, load_settings
 
 
@@ -49,11 +49,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(events, indent=2))
     else:
-        for event in events:
-            print(
-                f"{event['time']}  {event['type']:<15} "
-                f"{event.get('queue_id') or '-':<18}  {_summary(event)}"
-            )
+        rows = [{**event, "summary": _summary(event)} for event in events]
+        print(format_table(rows, ["time", "type", "queue_id", "summary"]))
     if reply.get("truncated"):
         print(
             "(older events left out: narrow the query or raise --limit)",
@@ -79,7 +76,7 @@ def _open(settings: Settings) -> AuditStore:
 def _verify_lines(result: VerifyResult) -> list[str]:
     if result.ok:
         return [
-            f"audit log intact: {result.records} records",
+            f"audit log intact: {plural(result.records, 'record')}",
             f"head hash {result.head_hash} (keep it elsewhere to detect records "
             "deleted from the end later)",
         ]
@@ -87,7 +84,8 @@ def _verify_lines(result: VerifyResult) -> list[str]:
     return [
         f"audit log verification FAILED at record {result.record_id}{event}",
         result.reason,
-        f"{result.records} records before it are intact",
+        f"{plural(result.records, 'record')} before it "
+        f"{'is' if result.records == 1 else 'are'} intact",
     ]
 
 
@@ -124,7 +122,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         store.close()
         if out is not sys.stdout:
             out.close()
-    print(f"exported {count} records", file=sys.stderr)
+    print(f"exported {plural(count, 'record')}", file=sys.stderr)
     return 0
 
 

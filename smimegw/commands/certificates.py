@@ -35,10 +35,22 @@ from schemas.commands import (
     Upload,
 )
 from smimegw.client import send_command
-from smimegw.commands import CommandError, add_config, add_json
+from smimegw.commands import (
+    CommandError,
+    add_config,
+    add_json,
+    format_record,
+    format_table,
+)
 from smimegw.settings import load_settings
+from smimegw.x509 import ImportErrorCategory
 
 PASSWORD_ENV = "SMIMEGW_PASSWORD"  # noqa: S105 (the variable's name)
+PASSWORD_REQUIRED = ImportErrorCategory.PASSWORD_REQUIRED.value
+PASSWORD_HINT = (
+    f"Pass it with --password-file FILE, in the {PASSWORD_ENV} environment "
+    "variable, or at the prompt that appears when the command runs in a terminal."
+)
 # A request is one NATS message; certificate and PKCS#12 files are far smaller.
 MAX_UPLOAD = 512 * 1024
 
@@ -79,28 +91,22 @@ def send(args: argparse.Namespace, subject: str, command: Model) -> CommandReply
         print(f"warning: {warning}", file=sys.stderr)
     if not reply.ok:
         assert reply.error is not None
-        raise CommandError(f"{reply.error.message} [{reply.error.category}]")
+        message = reply.error.message
+        if reply.error.category == PASSWORD_REQUIRED:
+            message += f" {PASSWORD_HINT}"
+        raise CommandError(f"{message} [{reply.error.category}]")
     return reply
 
 
 def show(args: argparse.Namespace, result: Any, columns: list[str]) -> int:
+    """Print a list as a table of `columns`, or one entry as labelled lines."""
     if args.json:
         print(json.dumps(result, indent=2))
-        return 0
-    rows = result if isinstance(result, list) else [result]
-    if not isinstance(result, list):
-        for key, value in result.items():
-            print(f"{key:<12} {value}")
-        return 0
-    for row in rows:
-        print("  ".join(str(_cell(row.get(c))) for c in columns))
+    elif isinstance(result, list):
+        print(format_table(result, columns))
+    else:
+        print(format_record(result))
     return 0
-
-
-def _cell(value: Any) -> Any:
-    if isinstance(value, list):
-        return ",".join(map(str, value)) or "-"
-    return "-" if value is None else value
 
 
 def cmd_ca_import(args: argparse.Namespace) -> int:

@@ -18,7 +18,7 @@ from nats.js import JetStreamContext
 
 from smimegw import parking
 from smimegw.client import connect
-from smimegw.commands import CommandError, add_config, add_json
+from smimegw.commands import CommandError, add_config, add_json, format_table
 from smimegw.service import nats_url
 from smimegw.settings import Settings, load_settings
 
@@ -40,14 +40,18 @@ async def _with_jetstream(
         await nc.close()
 
 
-def _line(message: parking.ParkedMessage) -> str:
+def _row(message: parking.ParkedMessage) -> dict[str, object]:
     when = (
-        message.parked_at.strftime("%Y-%m-%dT%H:%M:%SZ") if message.parked_at else "-"
+        message.parked_at.strftime("%Y-%m-%dT%H:%M:%SZ") if message.parked_at else None
     )
-    return (
-        f"{message.sequence:>6}  {when}  {message.stage:<10} "
-        f"{message.queue_id or '-':<18}  {message.subject or '-'}: {message.reason}"
-    )
+    return {
+        "sequence": message.sequence,
+        "parked_at": when,
+        "stage": message.stage,
+        "queue_id": message.queue_id,
+        "subject": message.subject,
+        "reason": message.reason,
+    }
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -62,8 +66,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     elif not found:
         print("no parked messages")
     else:
-        for message in found:
-            print(_line(message))
+        columns = ["sequence", "parked_at", "stage", "queue_id", "subject", "reason"]
+        print(format_table([_row(m) for m in found], columns))
     return 0
 
 

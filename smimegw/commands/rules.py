@@ -68,16 +68,32 @@ def cmd_rule_create(args: argparse.Namespace) -> int:
         client_ip=args.client_ip,
         position=args.position,
     )
-    result = send(args, POLICY_COMMANDS, command).result
-    print(f"created rule {result['id']} at position {result['position']}")
+    rule_id = send(args, POLICY_COMMANDS, command).result["id"]
+    print(f"created rule {rule_id} {_placement(args, rule_id, 'at')}")
     return 0
 
 
 def cmd_rule_move(args: argparse.Namespace) -> int:
     command = RuleMove(command="rule.move", rule_id=args.id, position=args.position)
     send(args, POLICY_COMMANDS, command)
-    print(f"moved rule {args.id} to position {args.position}")
+    print(f"moved rule {args.id} {_placement(args, args.id, 'to')}")
     return 0
+
+
+def _placement(args: argparse.Namespace, rule_id: str, preposition: str) -> str:
+    """Describe the place the rule took, as the policy service now lists it.
+
+    A position past the end puts the rule last, as `rule create` without
+    --position does, so the reply names the place it took, not the one requested.
+    """
+    rules = send(args, POLICY_COMMANDS, Query(command="rule.list")).result
+    position = next((r["position"] for r in rules if r["id"] == rule_id), None)
+    if position is None:
+        return "but another change deleted it since"
+    where = f"{preposition} position {position} of {len(rules)}"
+    if args.position is not None and args.position > len(rules):
+        where += f" (position {args.position} is past the end, so it went last)"
+    return where
 
 
 def cmd_rule_delete(args: argparse.Namespace) -> int:
@@ -156,14 +172,21 @@ def register(commands: Any) -> None:
     create.add_argument("--recipient", help=f"recipient: {pattern_help}")
     create.add_argument("--client-ip", help="client address or CIDR network")
     create.add_argument(
-        "--position", type=int, help="1-based place in the list (default: last)"
+        "--position",
+        type=int,
+        help="1-based place in the list; past the end or unset: last",
     )
     add_config(create)
     create.set_defaults(func=cmd_rule_create)
     _list(rule, "rule.list", "list delivery rules in the order they are checked")
     move = rule.add_parser("move", help="move a rule to another position")
     move.add_argument("id")
-    move.add_argument("--position", type=int, required=True)
+    move.add_argument(
+        "--position",
+        type=int,
+        required=True,
+        help="1-based place in the list; past the end: last",
+    )
     add_config(move)
     move.set_defaults(func=cmd_rule_move)
     delete = rule.add_parser("delete", help="delete a rule")

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from smimegw.client import request
-from smimegw.commands import CommandError, add_config, add_json
+from smimegw.commands import CommandError, add_config, add_json, plural
 from smimegw.settings import load_settings
 
 _QUERY_SUBJECT = "smimegw.audit.query"
@@ -51,8 +51,14 @@ class Step:
     event_id: str
 
 
-def _count(value: Any) -> str:
-    return str(len(value)) if isinstance(value, list) else "?"
+def _recipients(value: Any) -> str:
+    if not isinstance(value, list):
+        return "? recipients"
+    return plural(len(value), "recipient")
+
+
+def _attempts(value: Any) -> str:
+    return plural(value, "attempt") if isinstance(value, int) else "? attempts"
 
 
 def _received(event: dict[str, Any]) -> tuple[str, str]:
@@ -60,7 +66,7 @@ def _received(event: dict[str, Any]) -> tuple[str, str]:
     tls = "TLS" if client.get("tls") else "no TLS"
     size = (event.get("body") or {}).get("size", "?")
     return (
-        f"{_count(event.get('recipients'))} recipients",
+        _recipients(event.get("recipients")),
         f"accepted {size} bytes, {tls}",
     )
 
@@ -82,7 +88,7 @@ def _processed(event: dict[str, Any]) -> tuple[str, str]:
 
 
 def _outcome(event: dict[str, Any]) -> tuple[str, str]:
-    recipients = f"{_count(event.get('recipients'))} recipients"
+    recipients = _recipients(event.get("recipients"))
     kind = event["type"].removeprefix("mail.")
     detail = (
         event.get("reply")
@@ -98,7 +104,7 @@ def _outcome(event: dict[str, Any]) -> tuple[str, str]:
 
 def _parked(event: dict[str, Any]) -> tuple[str, str]:
     return (
-        f"parked after {event.get('attempts')} attempts",
+        f"parked after {_attempts(event.get('attempts'))}",
         str(event.get("reason", "")),
     )
 

@@ -111,12 +111,43 @@ class RepeatFilter(logging.Filter):
         return True
 
 
+class FetchTimeoutFilter(logging.Filter):
+    """Lower FastStream's report of a timed-out pull task from ERROR to DEBUG.
+
+    FastStream's task supervisor logs "... raised an exception, retrying" with
+    the traceback at ERROR whenever a consumer task ends with an exception, and
+    restarts the task. A TimeoutError there means a fetch or a JetStream API
+    call outlasted its timeout while the server was slow or reconnecting, and the
+    restarted task fetches again, so it is not an error. Any other exception
+    keeps its level.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not _is_faststream(record.name) or record.levelno < logging.WARNING:
+            return True
+        error = record.exc_info[1] if record.exc_info else None
+        if not isinstance(error, TimeoutError):
+            return True
+        record.levelno = logging.DEBUG
+        record.levelname = logging.getLevelName(logging.DEBUG)
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
+def _is_faststream(logger_name: str) -> bool:
+    # The runtime names each broker's logger smimegw.<service>.faststream.
+    return logger_name.endswith(".faststream") or logger_name.split(".")[0] == (
+        "faststream"
+    )
+
+
 def configure_logging(service: str, level: str = "INFO") -> None:
     """Send JSON lines to stderr for `service`, replacing earlier handlers."""
     global _service_name
     _service_name = service
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
+    # Before RepeatFilter, so that a lowered record is not counted as a repeat.
+    handler.addFilter(FetchTimeoutFilter())
     handler.addFilter(RepeatFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -46,12 +46,19 @@ class BodyStore:
         self._chunk_size = max(1024, min(_MAX_CHUNK, nc.max_payload - _HEADER_ROOM))
 
     async def put(
-        self, key: str, data: bytes, timeout: float = 10.0, *, prefix: bytes = b""
+        self,
+        key: str,
+        data: bytes | bytearray | memoryview,
+        timeout: float = 10.0,
+        *,
+        prefix: bytes = b"",
     ) -> BodyRef:
         """Store `prefix` + `data` under `key`; storing a key again is idempotent.
 
         The two parts are chunked as one body without being joined first, so a
-        caller that adds a header to a large message keeps no second copy.
+        caller that adds a header to a large message keeps no second copy. `data`
+        may be a bytearray or memoryview, which is read in place: do not change it
+        until put returns.
         """
         size = len(prefix) + len(data)
         head, view = memoryview(prefix), memoryview(data)

@@ -26,7 +26,8 @@ log = logging.getLogger("smimegw.crypto")
 class Transformed:
     """A new body for a plan, what was done to make it, and events to publish."""
 
-    body: bytes
+    # A bytearray when it was written in place (see outgoing.protect_message).
+    body: bytes | bytearray
     operations: tuple[CryptoOperation, ...]
     events: tuple[Event, ...] = field(default=())
 
@@ -78,6 +79,9 @@ class CryptoHandlers:
             result = await transform(event, message)
             done = ",".join(op.operation for op in result.operations)
             span.set_attribute("smimegw.crypto.operations", done)
+        # The received body is not needed any more: freed before the result is
+        # stored, so a large message and its result are not both held longer.
+        del message
         for extra in result.events:
             await self.runtime.publish(extra)
         count_results(result)

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from itertools import chain
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -22,8 +24,9 @@ from services.crypto.cms import envelope, signed
 from services.crypto.cms.errors import CmsError
 from services.crypto.handlers import Transformed
 from services.crypto.keystore import KeyStore
-from services.crypto.mime import canonical, outgoing
+from services.crypto.mime import canonical, encoding, outgoing
 from services.crypto.mime.errors import MimeError
+from services.crypto.pieces import gather
 from smimegw.configstate import BindingEntry, ConfigFollower
 from smimegw.runtime import PermanentError
 
@@ -47,17 +50,24 @@ def protect_message(
     signer: Signer | None,
     recipients: list[x509.Certificate],
     content_algorithm: str | None = None,
-) -> bytes:
+) -> bytearray:
     """Sign, then encrypt, as `profile` specifies. CPU-bound: run it in a thread.
 
     `content_algorithm` replaces the profile's algorithm, as the plan chose it.
+
+    Memory: the body of `message` is read in place wherever canonical form keeps
+    it, the content is encrypted and base64-encoded chunk by chunk, and the
+    result is written once into a buffer of its final size. So a large 7-bit
+    message costs about its own size again for the result, plus a few MiB.
     """
     algorithm = content_algorithm or profile.algorithm
-    outer, entity = outgoing.split_message(message)
-    entity = canonical.canonicalize(entity)
+    outer, head, body_start = outgoing.split_fields(message)
+    entity = canonical.canonical_split_pieces(head, message, body_start)
+    size = len(entity)
+    chunks: Iterable[bytes | memoryview] = entity.views()
     if signer is not None:
         detached = profile.signature == "detached"
-        der = signed.sign(
+        der = signed.sign_pieces(
             entity,
             signer.certificate,
             signer.key,  # type: ignore[arg-type]
@@ -67,16 +77,31 @@ def protect_message(
             extra_certificates=signer.chain,
         )
         if detached:
-            entity = outgoing.signed_multipart_entity(entity, der, profile.digest)
+            entity = outgoing.signed_multipart_pieces(
+                entity, der.join(), profile.digest
+            )
+            size, chunks = len(entity), entity.views()
         else:
-            entity = outgoing.pkcs7_mime_entity(der, "signed-data")
+            size, chunks = _pkcs7_mime(len(der), der.views(), "signed-data")
     if recipients:
-        der = envelope.encrypt(entity, recipients, content_algorithm=algorithm)
+        encrypted = envelope.encrypt_chunks(
+            size, chunks, recipients, content_algorithm=algorithm
+        )
         smime_type = (
             "authEnveloped-data" if algorithm.endswith("-gcm") else "enveloped-data"
         )
-        entity = outgoing.pkcs7_mime_entity(der, smime_type)
-    return outgoing.join_message(outer, entity)
+        size, chunks = _pkcs7_mime(encrypted.size, encrypted.chunks, smime_type)
+    message_head = outgoing.message_head(outer)
+    return gather(len(message_head) + size, chain([message_head], chunks))
+
+
+def _pkcs7_mime(
+    der_size: int, der: Iterable[bytes | memoryview], smime_type: str
+) -> tuple[int, Iterator[bytes]]:
+    """Return the size and chunks of an application/pkcs7-mime entity around `der`."""
+    head = outgoing.pkcs7_mime_head(smime_type)
+    size = len(head) + encoding.base64_lines_size(der_size)
+    return size, chain([head], encoding.encode_base64_chunks(der))
 
 
 def _rsa_padding(profile: ProfileSpec, key: PrivateKeyTypes) -> signed.RsaPadding:

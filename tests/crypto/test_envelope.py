@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import email
+import itertools
 import os
 import subprocess
 import warnings
@@ -260,6 +261,64 @@ def test_enveloped_data_versions(parties: dict[str, Party]) -> None:
     assert cms.ContentInfo.load(rsa_only)["content"]["version"].native == "v0"
     assert cms.ContentInfo.load(by_ski)["content"]["version"].native == "v2"
     assert cms.ContentInfo.load(with_ec)["content"]["version"].native == "v2"
+
+
+@pytest.mark.parametrize("algorithm", envelope.CONTENT_ALGORITHMS)
+@pytest.mark.parametrize("size", [0, 15, 16, 100, 70_000])
+def test_streamed_der_matches_asn1crypto(
+    parties: dict[str, Party], algorithm: str, size: int
+) -> None:
+    """The DER written around streamed ciphertext is asn1crypto's DER of it.
+
+    The content goes in as uneven chunks; lengths cross the one-, two- and
+    three-octet length forms.
+    """
+    content = os.urandom(size)
+    cuts = [0, size // 3, size // 3 + 1, size]
+    chunks = [memoryview(content)[a:b] for a, b in itertools.pairwise(cuts)]
+    encrypted = envelope.encrypt_chunks(
+        size,
+        chunks,
+        [parties["rsa"].certificate, parties["p256"].certificate],
+        content_algorithm=algorithm,
+    )
+    der = b"".join(encrypted.chunks)
+
+    assert len(der) == encrypted.size
+    loaded = cms.ContentInfo.load(der, strict=True)
+    fields = loaded["content"]
+    if algorithm.endswith("-gcm"):
+        rebuilt_content: core.Asn1Value = cms.AuthEnvelopedData(
+            {
+                "version": fields["version"].native,
+                "recipient_infos": fields["recipient_infos"],
+                "auth_encrypted_content_info": fields["auth_encrypted_content_info"],
+                "mac": fields["mac"].native,
+            }
+        )
+    else:
+        rebuilt_content = cms.EnvelopedData(
+            {
+                "version": fields["version"].native,
+                "recipient_infos": fields["recipient_infos"],
+                "encrypted_content_info": fields["encrypted_content_info"],
+            }
+        )
+    rebuilt = cms.ContentInfo(
+        {"content_type": loaded["content_type"].native, "content": rebuilt_content}
+    )
+    assert rebuilt.dump(force=True) == der
+    decrypted = envelope.decrypt(der, [parties["p256"].recipient_key])
+    assert decrypted.content == content
+
+
+def test_streamed_content_of_wrong_size_fails(parties: dict[str, Party]) -> None:
+    encrypted = envelope.encrypt_chunks(
+        10, [b"123456789"], [parties["rsa"].certificate]
+    )
+
+    with pytest.raises(ValueError, match="9 bytes was encrypted"):
+        b"".join(encrypted.chunks)
 
 
 def test_openssl_decrypts_mixed_recipients(

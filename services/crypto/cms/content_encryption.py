@@ -14,7 +14,13 @@ from asn1crypto import core
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
 from cryptography.hazmat.primitives import padding
-from cryptography.hazmat.primitives.ciphers import Cipher, CipherAlgorithm, modes
+from cryptography.hazmat.primitives.ciphers import (
+    AEADEncryptionContext,
+    Cipher,
+    CipherAlgorithm,
+    CipherContext,
+    modes,
+)
 from cryptography.hazmat.primitives.ciphers.algorithms import AES
 
 from services.crypto.cms.algorithms import ContentCipher
@@ -179,16 +185,53 @@ def _decrypt_gcm(
 
 def encrypt(cipher: ContentCipher, key: bytes, plaintext: bytes) -> EncryptedContent:
     """Encrypt `plaintext` under a fresh IV or nonce."""
-    if cipher.mode == "gcm":
-        nonce = os.urandom(GCM_NONCE_SIZE)
-        gcm = Cipher(AES(key), modes.GCM(nonce)).encryptor()
-        ciphertext = gcm.update(plaintext) + gcm.finalize()
-        parameters = _GcmParameters({"aes_nonce": nonce, "aes_icvlen": GCM_TAG_SIZE})
-        return EncryptedContent(parameters, ciphertext, gcm.tag)
+    encryptor = ContentEncryptor(cipher, key, len(plaintext))
+    ciphertext = encryptor.update(plaintext) + encryptor.finalize()
+    return EncryptedContent(encryptor.parameters, ciphertext, encryptor.tag)
 
-    iv = os.urandom(cipher.block_size)
-    padder = padding.PKCS7(cipher.block_size * 8).padder()
-    padded = padder.update(plaintext) + padder.finalize()
-    encryptor = Cipher(_algorithm(cipher, key), modes.CBC(iv)).encryptor()
-    ciphertext = encryptor.update(padded) + encryptor.finalize()
-    return EncryptedContent(core.OctetString(iv), ciphertext, tag=None)
+
+class ContentEncryptor:
+    """Encrypt content of a known size given in chunks, under a fresh IV or nonce.
+
+    The ciphertext size is known before the first chunk, so the DER around it can
+    be written first and the ciphertext passed on chunk by chunk.
+    """
+
+    def __init__(self, cipher: ContentCipher, key: bytes, size: int) -> None:
+        self.size = size
+        self.tag: bytes | None = None
+        self._read = 0
+        self._gcm: AEADEncryptionContext | None = None
+        if cipher.mode == "gcm":
+            nonce = os.urandom(GCM_NONCE_SIZE)
+            self.parameters: core.Asn1Value = _GcmParameters(
+                {"aes_nonce": nonce, "aes_icvlen": GCM_TAG_SIZE}
+            )
+            self._gcm = Cipher(AES(key), modes.GCM(nonce)).encryptor()
+            self._context: CipherContext = self._gcm
+            self._padding = b""
+        else:
+            iv = os.urandom(cipher.block_size)
+            self.parameters = core.OctetString(iv)
+            self._context = Cipher(_algorithm(cipher, key), modes.CBC(iv)).encryptor()
+            # RFC 5652 section 6.3: k - (l mod k) octets, each of that value.
+            pad = cipher.block_size - size % cipher.block_size
+            self._padding = bytes([pad]) * pad
+        self.ciphertext_size = size + len(self._padding)
+
+    def update(self, chunk: bytes | memoryview) -> bytes:
+        """Encrypt the next chunk; return the ciphertext that is complete so far."""
+        self._read += len(chunk)
+        return self._context.update(chunk)
+
+    def finalize(self) -> bytes:
+        """Return the last ciphertext, with the padding; for AES-GCM, set `tag`."""
+        if self._read != self.size:
+            raise ValueError(
+                f"content of {self._read} bytes was encrypted, but the encryptor was "
+                f"made for {self.size}; the DER written before it states that size"
+            )
+        last = self._context.update(self._padding) + self._context.finalize()
+        if self._gcm is not None:
+            self.tag = self._gcm.tag
+        return last

@@ -67,3 +67,15 @@ class AlgorithmIdentifier(core.Sequence):  # type: ignore[misc]
         ("algorithm", core.ObjectIdentifier),
         ("parameters", core.Any, {"optional": True}),
     ]
+
+
+def der_header(tag: int, length: int) -> bytes:
+    """Encode the identifier and length octets of a DER value of `length` bytes.
+
+    `tag` is one identifier octet (low tag numbers, X.690 section 8.1.2.2); the
+    length is in the definite form of X.690 section 8.1.3.
+    """
+    if length < 0x80:
+        return bytes([tag, length])
+    octets = length.to_bytes((length.bit_length() + 7) // 8, "big")
+    return bytes([tag, 0x80 | len(octets)]) + octets

@@ -12,7 +12,7 @@ counts are bounded before any work that grows with them.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from asn1crypto import cms
@@ -28,6 +28,7 @@ from services.crypto.cms import (
     keytrans,
 )
 from services.crypto.cms.algorithms import ContentCipher
+from services.crypto.cms.der import der_header
 from services.crypto.cms.envelope_reader import (
     DEFAULT_MAX_SIZE,
     MAX_RECIPIENTS,
@@ -55,10 +56,12 @@ __all__ = [
     "MAX_RECIPIENTS",
     "RSA_KEY_TRANSPORTS",
     "Decrypted",
+    "EncryptedChunks",
     "RecipientId",
     "RecipientKey",
     "decrypt",
     "encrypt",
+    "encrypt_chunks",
     "recipient_ids",
 ]
 
@@ -236,6 +239,41 @@ def encrypt(
     RSA recipients get a KeyTransRecipientInfo, EC recipients a KeyAgreeRecipientInfo
     with an ephemeral key. AES-GCM produces AuthEnvelopedData.
     """
+    encrypted = encrypt_chunks(
+        len(content),
+        [content],
+        recipients,
+        content_algorithm=content_algorithm,
+        rsa_key_transport=rsa_key_transport,
+        recipient_id=recipient_id,
+    )
+    return b"".join(encrypted.chunks)
+
+
+@dataclass(frozen=True)
+class EncryptedChunks:
+    """A DER ContentInfo of `size` bytes, produced chunk by chunk as it is read."""
+
+    size: int
+    chunks: Iterator[bytes] = field(repr=False)
+
+
+def encrypt_chunks(
+    size: int,
+    content: Iterable[bytes | memoryview],
+    recipients: Sequence[x509.Certificate],
+    *,
+    content_algorithm: str = "aes256-cbc",
+    rsa_key_transport: str = "rsa-pkcs1v15",
+    recipient_id: RecipientIdKind = "issuer-serial",
+) -> EncryptedChunks:
+    """Encrypt as `encrypt` does, reading `content` (of `size` bytes) chunk by chunk.
+
+    The DER is definite-length, byte for byte what `encrypt` returns, and its
+    ciphertext comes out in chunks as large as those of `content`, so a large message
+    is never held whole in encrypted form. Reading the result raises ValueError when
+    `content` does not hold `size` bytes.
+    """
     cipher = _check_encrypt_options(
         recipients, content_algorithm, rsa_key_transport, recipient_id
     )
@@ -244,47 +282,66 @@ def encrypt(
         _recipient_info(certificate, content_key, rsa_key_transport, recipient_id)
         for certificate in recipients
     ]
-    encrypted = content_encryption.encrypt(cipher, content_key, bytes(content))
-    encrypted_content_info = {
-        "content_type": "data",
-        "content_encryption_algorithm": {
-            "algorithm": cipher.oid,
-            "parameters": encrypted.parameters,
-        },
-        "encrypted_content": encrypted.ciphertext,
-    }
+    encryptor = content_encryption.ContentEncryptor(cipher, content_key, size)
+    encrypted_content = der_header(0x80, encryptor.ciphertext_size)  # [0] IMPLICIT
+    encrypted_info_fields = (
+        cms.ContentType("data").dump()
+        + cms.EncryptionAlgorithm(
+            {"algorithm": cipher.oid, "parameters": encryptor.parameters}
+        ).dump()
+        + encrypted_content
+    )
+    encrypted_info = der_header(
+        0x30, len(encrypted_info_fields) + encryptor.ciphertext_size
+    )
 
     if cipher.mode == "gcm":
-        # RFC 5083 section 2.1: the version is always 0.
-        auth_enveloped = cms.AuthEnvelopedData(
-            {
-                "version": "v0",
-                "recipient_infos": recipient_infos,
-                "auth_encrypted_content_info": encrypted_content_info,
-                "mac": encrypted.tag,
-            }
+        # RFC 5083 section 2.1: the version is always 0, and the mac follows the
+        # encrypted content.
+        version = cms.CMSVersion("v0").dump()
+        content_type = cms.ContentType("authenticated_enveloped_data").dump()
+        mac_size = len(der_header(0x04, content_encryption.GCM_TAG_SIZE))
+        mac_size += content_encryption.GCM_TAG_SIZE
+    else:
+        # RFC 5652 section 6.1: version 2 when any RecipientInfo is not version 0.
+        plain_versions = all(
+            info.name == "ktri" and info.chosen["version"].native == "v0"
+            for info in recipient_infos
         )
-        content_info = cms.ContentInfo(
-            {"content_type": "authenticated_enveloped_data", "content": auth_enveloped}
-        )
-        return bytes(content_info.dump())
+        version = cms.CMSVersion("v0" if plain_versions else "v2").dump()
+        content_type = cms.ContentType("enveloped_data").dump()
+        mac_size = 0
 
-    # RFC 5652 section 6.1: version 2 when any RecipientInfo is not version 0.
-    plain_versions = all(
-        info.name == "ktri" and info.chosen["version"].native == "v0"
-        for info in recipient_infos
+    fields = version + cms.RecipientInfos(recipient_infos).dump() + encrypted_info
+    fields_size = (
+        len(fields) + len(encrypted_info_fields) + encryptor.ciphertext_size + mac_size
     )
-    enveloped = cms.EnvelopedData(
-        {
-            "version": "v0" if plain_versions else "v2",
-            "recipient_infos": recipient_infos,
-            "encrypted_content_info": encrypted_content_info,
-        }
+    enveloped = der_header(0x30, fields_size)
+    explicit = der_header(0xA0, len(enveloped) + fields_size)
+    content_info = der_header(
+        0x30, len(content_type) + len(explicit) + len(enveloped) + fields_size
     )
-    content_info = cms.ContentInfo(
-        {"content_type": "enveloped_data", "content": enveloped}
+    prefix = (
+        content_info
+        + content_type
+        + explicit
+        + enveloped
+        + fields
+        + encrypted_info_fields
     )
-    return bytes(content_info.dump())
+
+    def chunks() -> Iterator[bytes]:
+        yield prefix
+        for chunk in content:
+            ciphertext = encryptor.update(chunk)
+            if ciphertext:
+                yield ciphertext
+        yield encryptor.finalize()
+        if encryptor.tag is not None:
+            yield der_header(0x04, len(encryptor.tag)) + encryptor.tag
+
+    total = len(prefix) + encryptor.ciphertext_size + mac_size
+    return EncryptedChunks(total, chunks())
 
 
 def _check_encrypt_options(

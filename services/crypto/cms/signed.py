@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509.oid import NameOID
 
 from services.crypto.cms import capabilities as smime_capabilities
+from services.crypto.cms.der import der_header
 from services.crypto.cms.errors import (
     CmsLimitError,
     MalformedCmsError,
@@ -42,6 +43,7 @@ from services.crypto.cms.trust import (
     check_signer_certificate,
     email_addresses,
 )
+from services.crypto.pieces import Pieces
 
 DigestName = Literal["sha256", "sha384", "sha512"]
 RsaPadding = Literal["pkcs1v15", "pss"]
@@ -166,7 +168,7 @@ class Verification:
 
 
 def sign(
-    content: bytes,
+    content: bytes | Pieces,
     certificate: x509.Certificate,
     private_key: SigningKey,
     *,
@@ -189,6 +191,34 @@ def sign(
     and ValueError for a key that does not match the certificate or an unknown
     option value.
     """
+    return sign_pieces(
+        content,
+        certificate,
+        private_key,
+        digest=digest,
+        detached=detached,
+        rsa_padding=rsa_padding,
+        extra_certificates=extra_certificates,
+        capabilities=capabilities,
+    ).join()
+
+
+def sign_pieces(
+    content: bytes | Pieces,
+    certificate: x509.Certificate,
+    private_key: SigningKey,
+    *,
+    digest: DigestName = "sha256",
+    detached: bool = True,
+    rsa_padding: RsaPadding = "pkcs1v15",
+    extra_certificates: Sequence[x509.Certificate] = (),
+    capabilities: bool = True,
+) -> Pieces:
+    """Sign as `sign` does; an encapsulated `content` stays in place in the result.
+
+    The DER of an opaque signature is returned as pieces around the content's own
+    pieces, so a large message is not copied into it.
+    """
     hash_algorithm = _signing_hash(digest)
     _check_signing_key(certificate, private_key, rsa_padding)
 
@@ -206,6 +236,9 @@ def sign(
             announced=announced,
         )
 
+    if isinstance(content, Pieces):
+        # cryptography's builder takes one bytes object.
+        content = content.join()
     builder = pkcs7.PKCS7SignatureBuilder().set_data(content)
     # set_data must come before add_certificate: it drops certificates added earlier
     # (cryptography 50.0.2).
@@ -224,7 +257,7 @@ def sign(
         options.append(pkcs7.PKCS7Options.DetachedSignature)
     if not capabilities:
         options.append(pkcs7.PKCS7Options.NoCapabilities)
-    return builder.sign(serialization.Encoding.DER, options)
+    return Pieces([builder.sign(serialization.Encoding.DER, options)])
 
 
 # The SMIMECapabilities list that cryptography's builder writes (cryptography 50.0.2).
@@ -297,7 +330,7 @@ def _rsa_padding(
 
 
 def _sign_by_hand(
-    content: bytes,
+    content: bytes | Pieces,
     certificate: x509.Certificate,
     private_key: SigningKey,
     hash_algorithm: hashes.HashAlgorithm,
@@ -306,15 +339,20 @@ def _sign_by_hand(
     rsa_padding: RsaPadding,
     extra_certificates: Sequence[x509.Certificate],
     announced: tuple[str, ...],
-) -> bytes:
+) -> Pieces:
     """Build DER SignedData with the same attributes as the builder writes.
 
     The structure is concatenated here from DER pieces. Built from asn1crypto objects
     it took 2.9 ms per message against 0.8 ms for the builder (RSA-2048, 100 KB of
     content, one 2-vCPU Xeon), nearly all of it in asn1crypto's Python encoder.
     """
-    message_digest = hashlib.new(hash_algorithm.name, content).digest()
-    signed_attributes = _signed_attributes(message_digest, datetime.now(UTC), announced)
+    content = content if isinstance(content, Pieces) else Pieces([content])
+    digester = hashlib.new(hash_algorithm.name)
+    for view in content.views():
+        digester.update(view)
+    signed_attributes = _signed_attributes(
+        digester.digest(), datetime.now(UTC), announced
+    )
     # RFC 5652 section 5.4: the signature covers the attributes as a SET OF, while
     # the SignerInfo carries the same length and contents under IMPLICIT [0].
     if isinstance(private_key, ec.EllipticCurvePrivateKey):
@@ -341,23 +379,39 @@ def _sign_by_hand(
         + _signature_algorithm(scheme, hash_algorithm.name)
         + _der(0x04, signature),
     )
-    encapsulated = _oid(_DATA)
-    if not detached:
-        encapsulated += _der(0xA0, _der(0x04, content))
+    encapsulated = _encapsulated_content(content, detached)
     # CertificateSet is a SET OF, so DER orders its elements by their encoding.
     certificates = sorted(
         item.public_bytes(serialization.Encoding.DER)
         for item in (certificate, *extra_certificates)
     )
-    signed_data = _der(
-        0x30,
-        _VERSION_1
-        + _der(0x31, digest_algorithm)
-        + _der(0x30, encapsulated)
-        + _der(0xA0, b"".join(certificates))
-        + _der(0x31, signer_info),
+    before = _VERSION_1 + _der(0x31, digest_algorithm)
+    after = _der(0xA0, b"".join(certificates)) + _der(0x31, signer_info)
+    signed_data = der_header(0x30, len(before) + len(encapsulated) + len(after))
+    signed_data_size = len(signed_data) + len(before) + len(encapsulated) + len(after)
+    explicit = der_header(0xA0, signed_data_size)
+    content_type = _oid(_SIGNED_DATA)
+    content_info = der_header(
+        0x30, len(content_type) + len(explicit) + signed_data_size
     )
-    return _der(0x30, _oid(_SIGNED_DATA) + _der(0xA0, signed_data))
+    return Pieces(
+        [
+            content_info + content_type + explicit + signed_data + before,
+            encapsulated,
+            after,
+        ]
+    )
+
+
+def _encapsulated_content(content: Pieces, detached: bool) -> Pieces:
+    """Encode EncapsulatedContentInfo; `content` is its eContent unless detached."""
+    content_type = _oid(_DATA)
+    if detached:
+        return Pieces([_der(0x30, content_type)])
+    octets = der_header(0x04, len(content))
+    explicit = der_header(0xA0, len(octets) + len(content))
+    size = len(content_type) + len(explicit) + len(octets) + len(content)
+    return Pieces([der_header(0x30, size) + content_type + explicit + octets, content])
 
 
 _VERSION_1 = b"\x02\x01\x01"  # INTEGER 1, the version of SignedData and SignerInfo
@@ -425,7 +479,7 @@ def _signature_algorithm(scheme: str, hash_name: str) -> bytes:
 
 def _der(tag: int, contents: bytes) -> bytes:
     """Encode one DER value with a single-octet `tag`."""
-    return bytes([tag]) + _der_length(len(contents)) + contents
+    return der_header(tag, len(contents)) + contents
 
 
 # --- Verification -------------------------------------------------------------------

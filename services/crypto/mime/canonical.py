@@ -24,6 +24,8 @@ idempotent.
 
 from dataclasses import dataclass
 
+from services.crypto.pieces import Pieces, Span
+
 from .encoding import (
     decode_base64,
     decode_quoted_printable,
@@ -33,7 +35,7 @@ from .encoding import (
 )
 from .errors import MalformedMimeError, MimeLimitError, UnsupportedMimeError
 from .headers import HeaderBlock, MediaInfo, parse_header_block, to_crlf
-from .limits import MAX_BODY_PARTS, MAX_NESTING_DEPTH
+from .limits import MAX_BODY_PARTS, MAX_HEADER_BLOCK_BYTES, MAX_NESTING_DEPTH
 from .multipart import delimiters
 
 _CRLF = b"\r\n"
@@ -54,10 +56,46 @@ def canonicalize(entity: bytes) -> bytes:
     UnsupportedMimeError for 8-bit header fields and unknown transfer encodings, and
     MimeLimitError for input beyond the limits of the limits module.
     """
-    return _entity(entity, 0, "text/plain", _Walk())
+    return canonical_pieces(entity).join()
 
 
-def _entity(data: bytes, depth: int, default_type: str, walk: _Walk) -> bytes:
+def canonical_pieces(entity: bytes) -> Pieces:
+    """Return what canonicalize returns, as pieces that refer to `entity`.
+
+    Every part whose bytes stay as they are is a span of `entity`, not a copy, so a
+    large 7-bit message costs only the header lines and the re-encoded parts.
+    """
+    out = Pieces()
+    _entity(entity, 0, len(entity), 0, "text/plain", _Walk(), out)
+    return out
+
+
+def canonical_split_pieces(head: bytes, data: bytes, body_start: int) -> Pieces:
+    """Return the canonical form of the entity `head + data[body_start:]` as pieces.
+
+    `head` is the entity's header block, with the empty line that ends it, as
+    split_message builds it. The body is read in place in `data`.
+    """
+    block = parse_header_block(head)
+    if block.end == block.body_start or block.body_start != len(head):
+        # The empty line is missing, so the body's first lines could continue the
+        # header block: read the joined entity as canonicalize does.
+        return canonical_pieces(head + data[body_start:])
+    out = Pieces()
+    _entity_parts(block, data, body_start, len(data), 0, "text/plain", _Walk(), out)
+    return out
+
+
+def _entity(
+    data: bytes,
+    start: int,
+    end: int,
+    depth: int,
+    default_type: str,
+    walk: _Walk,
+    out: Pieces,
+) -> None:
+    """Append the canonical form of the entity `data[start:end]` to `out`."""
     if depth > MAX_NESTING_DEPTH:
         raise MimeLimitError(
             "nesting depth",
@@ -65,26 +103,47 @@ def _entity(data: bytes, depth: int, default_type: str, walk: _Walk) -> bytes:
             f"MIME parts are nested more than {MAX_NESTING_DEPTH} levels deep; "
             "reject the message as hostile",
         )
-    block = parse_header_block(data)
+    # parse_header_block reads no further than this, so a copy of the start of a
+    # large part is enough.
+    head = data[start : min(end, start + MAX_HEADER_BLOCK_BYTES + 2)]
+    block = parse_header_block(head)
+    _entity_parts(
+        block, data, start + block.body_start, end, depth, default_type, walk, out
+    )
+
+
+def _entity_parts(
+    block: HeaderBlock,
+    data: bytes,
+    body_start: int,
+    end: int,
+    depth: int,
+    default_type: str,
+    walk: _Walk,
+    out: Pieces,
+) -> None:
+    """Append the canonical header fields of `block` and body `data[body_start:end]`."""
     _reject_8bit_fields(block)
     media = MediaInfo(block, default_type)
-    body = data[block.body_start :]
     encoding = media.transfer_encoding
     new_encoding: str | None = None
+    body = Pieces()
 
     if media.media_type.startswith("multipart/"):
-        body = _multipart_body(body, media, depth, walk)
+        _multipart_body(data, body_start, end, media, depth, walk, body)
         new_encoding = _container_encoding(encoding, media.media_type)
     elif media.media_type == "message/rfc822" and encoding in _IDENTITY_ENCODINGS:
-        body = _entity(body, depth + 1, "text/plain", walk)
+        _entity(data, body_start, end, depth + 1, "text/plain", walk, body)
         new_encoding = None if encoding == "7bit" else "7bit"
     else:
-        body, new_encoding = _leaf_body(body, media)
+        new_encoding = _leaf_body(data, body_start, end, media, body)
 
     headers = _header_lines(block, new_encoding)
-    if not headers and not body:
-        return b""
-    return headers + _CRLF + body
+    if not headers and not len(body):
+        return
+    out.append(headers)
+    out.append(_CRLF)
+    out.append(body)
 
 
 def _reject_8bit_fields(block: HeaderBlock) -> None:
@@ -110,7 +169,15 @@ def _container_encoding(encoding: str, media_type: str) -> str | None:
     )
 
 
-def _multipart_body(body: bytes, media: MediaInfo, depth: int, walk: _Walk) -> bytes:
+def _multipart_body(
+    data: bytes,
+    start: int,
+    end: int,
+    media: MediaInfo,
+    depth: int,
+    walk: _Walk,
+    out: Pieces,
+) -> None:
     boundary = media.param("boundary")
     if not boundary:
         raise MalformedMimeError(
@@ -118,7 +185,7 @@ def _multipart_body(body: bytes, media: MediaInfo, depth: int, walk: _Walk) -> b
             "must fix the message"
         )
     boundary_bytes = boundary.encode("latin-1")
-    found = list(delimiters(body, boundary_bytes))
+    found = list(delimiters(data, boundary_bytes, start, end))
     if not found:
         raise MalformedMimeError(
             f"{media.media_type} body has no delimiter line for its boundary; the "
@@ -137,21 +204,20 @@ def _multipart_body(body: bytes, media: MediaInfo, depth: int, walk: _Walk) -> b
         "message/rfc822" if media.media_type == "multipart/digest" else "text/plain"
     )
 
-    out = [_text_or_nothing(body[: found[0].start])]
+    out.append(_text_or_nothing(data[start : found[0].start]))
     for index, delimiter in enumerate(found):
         if delimiter.start < delimiter.line_start:
             out.append(_CRLF)
-        out.append(body[delimiter.line_start : delimiter.line_end])
+        out.append(Span(data, delimiter.line_start, delimiter.line_end))
         if delimiter.closing:
             if delimiter.next > delimiter.line_end:
                 out.append(_CRLF)
-                out.append(_text_or_nothing(body[delimiter.next :]))
+                out.append(_text_or_nothing(data[delimiter.next : end]))
             break
         out.append(_CRLF)
-        end = found[index + 1].start if index + 1 < len(found) else len(body)
-        part = body[delimiter.next : end] if delimiter.next < end else b""
-        out.append(_entity(part, depth + 1, default_type, walk))
-    return b"".join(out)
+        part_end = found[index + 1].start if index + 1 < len(found) else end
+        part_end = max(part_end, delimiter.next)
+        _entity(data, delimiter.next, part_end, depth + 1, default_type, walk, out)
 
 
 def _text_or_nothing(text: bytes) -> bytes:
@@ -159,28 +225,44 @@ def _text_or_nothing(text: bytes) -> bytes:
     return crlf if is_7bit_lines(crlf) else b""
 
 
-def _leaf_body(body: bytes, media: MediaInfo) -> tuple[bytes, str | None]:
-    """Return the 7-bit body and its new Content-Transfer-Encoding, or None."""
+def _leaf_body(
+    data: bytes, start: int, end: int, media: MediaInfo, out: Pieces
+) -> str | None:
+    """Append the 7-bit body; return its new Content-Transfer-Encoding, or None."""
     encoding = media.transfer_encoding
     if encoding == "binary":
-        return encode_base64_lines(body), "base64"
+        out.append(encode_base64_lines(memoryview(data)[start:end]))
+        return "base64"
 
-    crlf = to_crlf(body)
-    if is_7bit_lines(crlf):
-        return crlf, None
+    crlf_count = data.count(_CRLF, start, end)
+    if data.count(b"\n", start, end) == crlf_count == data.count(b"\r", start, end):
+        if is_7bit_lines(data, start, end):
+            # The common case, a body that is already 7-bit: kept in place.
+            out.append(Span(data, start, end))
+            return None
+        crlf = data[start:end]
+    else:
+        crlf = to_crlf(data[start:end])
+        if is_7bit_lines(crlf):
+            out.append(crlf)
+            return None
 
     if encoding == "base64":
-        return encode_base64_lines(decode_base64(crlf, "base64 body part")), None
+        out.append(encode_base64_lines(decode_base64(crlf, "base64 body part")))
+        return None
     if encoding == "quoted-printable":
-        return encode_quoted_printable(decode_quoted_printable(crlf)), None
+        out.append(encode_quoted_printable(decode_quoted_printable(crlf)))
+        return None
     if encoding not in _IDENTITY_ENCODINGS:
         raise UnsupportedMimeError(
             f"body part has Content-Transfer-Encoding {encoding}, which is not defined "
             "by RFC 2045; the sending client must use base64 or quoted-printable"
         )
     if media.media_type.startswith("text/"):
-        return encode_quoted_printable(crlf), "quoted-printable"
-    return encode_base64_lines(crlf), "base64"
+        out.append(encode_quoted_printable(crlf))
+        return "quoted-printable"
+    out.append(encode_base64_lines(crlf))
+    return "base64"
 
 
 def _header_lines(block: HeaderBlock, new_encoding: str | None) -> bytes:

@@ -3,18 +3,61 @@
 import base64
 import binascii
 import re
+from collections.abc import Iterable, Iterator
 
 from .errors import MalformedMimeError
 from .headers import MAX_LINE_OCTETS, to_crlf
 
-# RFC 2045 section 6.8: encoded lines are at most 76 characters.
+Buffer = bytes | bytearray | memoryview
+
+# RFC 2045 section 6.8: encoded lines are at most 76 characters, 57 input bytes.
 _BASE64_LINE = 76
+_BASE64_LINE_INPUT = 57
+# Bytes that is_7bit_lines copies and splits at a time.
+_SCAN_WINDOW = 1024 * 1024
 _BASE64_TEXT = re.compile(rb"[A-Za-z0-9+/]*={0,2}")
 _WHITESPACE = b" \t\r\n\x0b\x0c"
 
 
-def encode_base64_lines(data: bytes) -> bytes:
+def encode_base64_lines(data: Buffer) -> bytes:
     """Encode `data` as base64 in lines of 76 characters, each ending with CRLF."""
+    view = memoryview(data)
+    windows = (view[i : i + _SCAN_WINDOW] for i in range(0, len(view), _SCAN_WINDOW))
+    return b"".join(encode_base64_chunks(windows))
+
+
+def base64_lines_size(size: int) -> int:
+    """Return the length of encode_base64_lines output for `size` input bytes."""
+    encoded = -(-size // 3) * 4
+    return encoded + 2 * -(-encoded // _BASE64_LINE)
+
+
+def encode_base64_chunks(chunks: Iterable[Buffer]) -> Iterator[bytes]:
+    """Encode the bytes of `chunks`, in order, as encode_base64_lines does.
+
+    Each output piece holds whole CRLF lines for the input read so far, and at most
+    56 input bytes wait for the next chunk, so memory stays near one chunk's size.
+    """
+    carry = b""
+    for chunk in chunks:
+        view = memoryview(chunk)
+        if carry:
+            # Complete the line that waits from the previous chunk first.
+            needed = _BASE64_LINE_INPUT - len(carry)
+            carry += bytes(view[:needed])
+            view = view[needed:]
+            if len(carry) < _BASE64_LINE_INPUT:
+                continue
+            yield _base64_lines(carry)
+        whole = len(view) // _BASE64_LINE_INPUT * _BASE64_LINE_INPUT
+        if whole:
+            yield _base64_lines(view[:whole])
+        carry = bytes(view[whole:])
+    if carry:
+        yield _base64_lines(carry)
+
+
+def _base64_lines(data: Buffer) -> bytes:
     encoded = binascii.b2a_base64(data, newline=False)
     lines = [
         encoded[i : i + _BASE64_LINE] for i in range(0, len(encoded), _BASE64_LINE)
@@ -61,10 +104,32 @@ def decode_quoted_printable(text: bytes) -> bytes:
     return binascii.a2b_qp(text)
 
 
-def is_7bit_lines(data: bytes) -> bool:
-    """Return whether CRLF `data` is RFC 2045 7bit: ASCII, no NUL, short lines."""
-    if not data.isascii() or b"\x00" in data:
+def is_7bit_lines(data: bytes, start: int = 0, end: int | None = None) -> bool:
+    """Return whether CRLF `data[start:end]` is 7bit: ASCII, no NUL, short lines.
+
+    RFC 2045 section 2.7 defines 7bit data: lines of at most 998 octets.
+
+    The range is checked in windows that end at a CRLF, so a large body is never
+    copied or split into lines all at once.
+    """
+    end = len(data) if end is None else end
+    if data.find(b"\x00", start, end) >= 0:
         return False
-    if len(data) <= MAX_LINE_OCTETS:
-        return True
-    return max(map(len, data.split(b"\r\n"))) <= MAX_LINE_OCTETS
+    position = start
+    while position < end:
+        stop = end
+        if end - position > _SCAN_WINDOW:
+            line_end = data.rfind(b"\r\n", position, position + _SCAN_WINDOW)
+            if line_end < 0:
+                return False  # a line longer than the window
+            stop = line_end + 2
+        window = data[position:stop]
+        if not window.isascii():
+            return False
+        if (
+            len(window) > MAX_LINE_OCTETS
+            and max(map(len, window.split(b"\r\n"))) > MAX_LINE_OCTETS
+        ):
+            return False
+        position = stop
+    return True

@@ -26,20 +26,25 @@ class Delimiter:
     closing: bool
 
 
-def delimiters(body: bytes, boundary: bytes) -> Iterator[Delimiter]:
-    """Yield the delimiters of `body` up to and including the close delimiter.
+def delimiters(
+    body: bytes, boundary: bytes, start: int = 0, end: int | None = None
+) -> Iterator[Delimiter]:
+    """Yield the delimiters of `body[start:end]` up to and including the close one.
 
-    Raises MimeLimitError after MAX_BODY_PARTS delimiters, so a hostile body of a
-    million boundary lines costs no more than one with MAX_BODY_PARTS.
+    Offsets in each Delimiter are offsets into `body`, so a part of a large message
+    is searched in place, without a copy. Raises MimeLimitError after
+    MAX_BODY_PARTS delimiters, so a hostile body of a million boundary lines costs
+    no more than one with MAX_BODY_PARTS.
     """
+    end = len(body) if end is None else end
     # bytes.find runs in C, unlike a regular expression that must try every offset
     # for a line end, so 100 KB bodies are scanned in microseconds.
     needle = b"--" + boundary
     count = 0
-    position = body.find(needle)
+    position = body.find(needle, start, end)
     while position >= 0:
-        if position == 0 or body[position - 1] in b"\r\n":
-            trailer = _TRAILER.match(body, position + len(needle))
+        if position == start or body[position - 1] in b"\r\n":
+            trailer = _TRAILER.match(body, position + len(needle), end)
             if trailer is not None:
                 count += 1
                 if count > MAX_BODY_PARTS:
@@ -49,11 +54,11 @@ def delimiters(body: bytes, boundary: bytes) -> Iterator[Delimiter]:
                         f"multipart body has more than {MAX_BODY_PARTS} boundary "
                         "delimiters; reject the message as hostile",
                     )
-                delimiter = _delimiter(body, position, trailer)
+                delimiter = _delimiter(body, start, end, position, trailer)
                 yield delimiter
                 if delimiter.closing:
                     return
-        position = body.find(needle, position + 1)
+        position = body.find(needle, position + 1, end)
 
 
 # After "--boundary": "--" on the close delimiter, then transport padding. The line
@@ -62,19 +67,21 @@ def delimiters(body: bytes, boundary: bytes) -> Iterator[Delimiter]:
 _TRAILER = re.compile(rb"(--)?[ \t]*(?=\r\n|\r|\n|\Z)")
 
 
-def _delimiter(body: bytes, position: int, trailer: re.Match[bytes]) -> Delimiter:
-    if position >= 2 and body.startswith(b"\r\n", position - 2):
-        start = position - 2
-    elif position > 0:
-        start = position - 1
+def _delimiter(
+    body: bytes, start: int, end: int, position: int, trailer: re.Match[bytes]
+) -> Delimiter:
+    if position >= start + 2 and body.startswith(b"\r\n", position - 2, end):
+        delimiter_start = position - 2
+    elif position > start:
+        delimiter_start = position - 1
     else:
-        start = position
+        delimiter_start = position
     line_end = trailer.end()
-    if body.startswith(b"\r\n", line_end):
+    if body.startswith(b"\r\n", line_end, end):
         next_pos = line_end + 2
-    elif line_end < len(body):
+    elif line_end < end:
         next_pos = line_end + 1
     else:
         next_pos = line_end
     closing = trailer.group(1) is not None
-    return Delimiter(start, position, line_end, next_pos, closing)
+    return Delimiter(delimiter_start, position, line_end, next_pos, closing)

@@ -1,10 +1,14 @@
 """S/MIME messages built around DER CMS objects (RFC 8551 section 3).
 
 The caller signs or encrypts the bytes that this module returns and passes the DER
-back. Every function returns CRLF bytes, so the result can go to SMTP as it is.
+back. Every function returns CRLF bytes, so the result can go to SMTP as it is. The
+*_pieces, *_head and split_fields variants leave a large body where it is, for callers
+that stream it (see services.crypto.pieces).
 """
 
 import secrets
+
+from services.crypto.pieces import Pieces
 
 from .encoding import encode_base64_lines
 from .errors import MalformedMimeError, MimeError, UnsupportedMimeError
@@ -47,6 +51,17 @@ def split_message(message: bytes) -> tuple[bytes, bytes]:
     Content-Type gets "text/plain; charset=us-ascii", the RFC 2045 default, on its
     entity.
     """
+    outer, head, body_start = split_fields(message)
+    return outer, head + message[body_start:]
+
+
+def split_fields(message: bytes) -> tuple[bytes, bytes, int]:
+    """Split the header block as split_message does, leaving the body in place.
+
+    Returns the outer fields, the entity's header block (its Content-* fields and
+    the empty line after them) and the offset of the body in `message`, so that
+    the entity is `head + message[body_start:]` without that copy being made.
+    """
     block = parse_header_block(message)
     outer: list[bytes] = []
     content: list[bytes] = []
@@ -59,8 +74,7 @@ def split_message(message: bytes) -> tuple[bytes, bytes]:
     if block.first("Content-Type") is None:
         content.insert(0, _DEFAULT_CONTENT_TYPE)
     separator = message[block.end : block.body_start] or _CRLF
-    entity = b"".join(content) + separator + message[block.body_start :]
-    return b"".join(outer), entity
+    return b"".join(outer), b"".join(content) + separator, block.body_start
 
 
 def signed_multipart_entity(entity: bytes, signature_der: bytes, micalg: str) -> bytes:
@@ -70,10 +84,17 @@ def signed_multipart_entity(entity: bytes, signature_der: bytes, micalg: str) ->
     signs; `micalg` names its digest ("sha256", "sha-256", ...). Encrypt the result to
     sign, then encrypt.
     """
+    return signed_multipart_pieces(Pieces([entity]), signature_der, micalg).join()
+
+
+def signed_multipart_pieces(
+    entity: Pieces, signature_der: bytes, micalg: str
+) -> Pieces:
+    """Build what signed_multipart_entity returns, with `entity` kept in place."""
     _require_crlf(entity)
     parameter = micalg_parameter(micalg).encode("ascii")
     boundary = _new_boundary(entity)
-    return b"".join(
+    head = b"".join(
         [
             b'Content-Type: multipart/signed; protocol="application/pkcs7-signature";',
             b"\r\n micalg=",
@@ -85,7 +106,10 @@ def signed_multipart_entity(entity: bytes, signature_der: bytes, micalg: str) ->
             b"\r\n--",
             boundary,
             _CRLF,
-            entity,
+        ]
+    )
+    tail = b"".join(
+        [
             b"\r\n--",
             boundary,
             _CRLF,
@@ -96,12 +120,21 @@ def signed_multipart_entity(entity: bytes, signature_der: bytes, micalg: str) ->
             b"--\r\n",
         ]
     )
+    return Pieces([head, entity, tail])
 
 
 def pkcs7_mime_entity(der: bytes, smime_type: str) -> bytes:
     """Build an application/pkcs7-mime entity (RFC 8551 section 3.2), no outer fields.
 
     `smime_type` is "enveloped-data", "authEnveloped-data" or "signed-data".
+    """
+    return pkcs7_mime_head(smime_type) + encode_base64_lines(der)
+
+
+def pkcs7_mime_head(smime_type: str) -> bytes:
+    """Return the header fields and empty line of pkcs7_mime_entity.
+
+    The base64 lines of the DER follow them (see encode_base64_chunks).
     """
     description = _SMIME_TYPES.get(smime_type)
     if description is None:
@@ -119,7 +152,6 @@ def pkcs7_mime_entity(der: bytes, smime_type: str) -> bytes:
             b"Content-Description: ",
             description,
             b"\r\n\r\n",
-            encode_base64_lines(der),
         ]
     )
 
@@ -129,6 +161,14 @@ def join_message(outer_headers: bytes, entity: bytes) -> bytes:
 
     Any MIME-Version field in `outer_headers` is replaced. Raises MalformedMimeError
     when `outer_headers` contains a Content-* field or anything but header fields.
+    """
+    return message_head(outer_headers) + entity
+
+
+def message_head(outer_headers: bytes) -> bytes:
+    """Return the start of join_message's output: the outer fields and MIME-Version.
+
+    The protected entity follows it. Raises MalformedMimeError as join_message does.
     """
     block = parse_header_block(outer_headers)
     if block.body_start != len(outer_headers):
@@ -147,7 +187,6 @@ def join_message(outer_headers: bytes, entity: bytes) -> bytes:
             raw = to_crlf(field.raw)
             lines.append(raw if raw.endswith(_CRLF) else raw + _CRLF)
     lines.append(_MIME_VERSION)
-    lines.append(entity)
     return b"".join(lines)
 
 
@@ -165,7 +204,7 @@ def build_pkcs7_mime(outer_headers: bytes, der: bytes, smime_type: str) -> bytes
     return join_message(outer_headers, pkcs7_mime_entity(der, smime_type))
 
 
-def _require_crlf(entity: bytes) -> None:
+def _require_crlf(entity: Pieces) -> None:
     crlf = entity.count(b"\r\n")
     if entity.count(b"\n") != crlf or entity.count(b"\r") != crlf:
         raise MalformedMimeError(
@@ -174,10 +213,10 @@ def _require_crlf(entity: bytes) -> None:
         )
 
 
-def _new_boundary(entity: bytes) -> bytes:
+def _new_boundary(entity: Pieces) -> bytes:
     for _ in range(_BOUNDARY_ATTEMPTS):
         boundary = _BOUNDARY_PREFIX + secrets.token_hex(24).encode("ascii")
-        if boundary not in entity:
+        if not entity.contains(boundary):
             return boundary
     # Unreachable unless the entity was built to contain every candidate.
     raise MimeError(

@@ -1,0 +1,150 @@
+"""Measure the memory that the crypto step takes for one large message.
+
+Run from the repository root:
+
+    .venv/bin/python -m tests.outgoing.memory_probe --size-mb 30 --direction outgoing
+
+For each measure, a fresh subprocess builds the keys and the message, then runs only
+the S/MIME step: `protect_message` for outgoing (RSA-2048 signer, one RSA-2048
+recipient, SHA-256, detached signature, AES-256-CBC), or `IncomingProcessor.open`'s
+decrypt-and-verify for incoming. It prints two figures, each in MB and as a multiple
+of the message size:
+
+- tracemalloc: the peak of Python allocations during the step above those before it;
+- VmHWM: the peak resident set of the process during the step above its resident
+  set before it, after `/proc/self/clear_refs` reset the peak. The allocator's own
+  behaviour is included, as in the benchmark's per-service figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+import tracemalloc
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, cast
+
+from benchmarks.keys import TestCa
+from benchmarks.messages import plain_message, signed_and_encrypted, text_body
+from schemas import ProfileSpec
+from services.crypto.outgoing import Signer, protect_message
+
+MB = 1_000_000
+PROFILE = ProfileSpec(
+    name="probe",
+    action="sign-and-encrypt",
+    algorithm="aes256-cbc",
+    digest="sha256",
+    signature="detached",
+    on_failure="bounce",
+    encrypt_to_self=False,
+)
+
+
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field} is not in /proc/self/status")
+
+
+def outgoing_step(size: int, folder: Path) -> tuple[int, Callable[[], object]]:
+    """Return the message size and a function that signs and encrypts it."""
+    ca = TestCa(folder)
+    alice = ca.issue("alice@example.com", "alice")
+    bob = ca.issue("bob@example.net", "bob")
+    message = plain_message("probe", alice.email, [bob.email], text_body(size, 1))
+    # The binding is not read by protect_message.
+    signer = Signer(alice.cert, alice.key, (), cast(Any, None))
+
+    def step() -> object:
+        return protect_message(message, PROFILE, signer, [bob.cert])
+
+    return len(message), step
+
+
+def incoming_step(size: int, folder: Path) -> tuple[int, Callable[[], object]]:
+    """Return the message size and a function that decrypts and verifies it."""
+    from services.crypto.cms.envelope import RecipientKey, decrypt
+    from services.crypto.cms.signed import verify
+    from services.crypto.mime import detect
+
+    ca = TestCa(folder)
+    carol = ca.issue("carol@partner.example", "carol")
+    alice = ca.issue("alice@example.com", "alice")
+    message = signed_and_encrypted("probe", carol, alice, text_body(size, 1))
+    keys = [RecipientKey(alice.cert, alice.key)]
+
+    def step() -> object:
+        found = detect(message)
+        assert found.der is not None
+        content = decrypt(found.der, keys).content
+        inner = detect(content)
+        assert inner.signature is not None and inner.signed_content is not None
+        return verify(
+            inner.signature,
+            detached_content=inner.signed_content,
+            trust_anchors=[ca.cert],
+            now=datetime.now(UTC),
+        )
+
+    return len(message), step
+
+
+def run_one(direction: str, size: int, measure: str) -> None:
+    """Build and run the step once in this process and print one result line."""
+    with tempfile.TemporaryDirectory() as folder:
+        build = outgoing_step if direction == "outgoing" else incoming_step
+        message_size, step = build(size, Path(folder))
+        step()  # warm caches and imports, so they do not count below
+        if measure == "tracemalloc":
+            tracemalloc.start()
+            base = tracemalloc.get_traced_memory()[0]
+            started = time.perf_counter()
+            step()
+            elapsed = time.perf_counter() - started
+            peak = tracemalloc.get_traced_memory()[1] - base
+            tracemalloc.stop()
+        else:
+            Path("/proc/self/clear_refs").write_text("5")
+            base = _status_kib("VmRSS") * 1024
+            started = time.perf_counter()
+            step()
+            elapsed = time.perf_counter() - started
+            peak = _status_kib("VmHWM") * 1024 - base
+    print(
+        f"{direction} {message_size / MB:.1f} MB {measure}: +{peak / MB:.0f} MB "
+        f"({peak / message_size:.2f} x message), {elapsed:.2f} s"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size-mb", type=float, default=30.0, help="body size in MB")
+    parser.add_argument(
+        "--direction", choices=("outgoing", "incoming"), default="outgoing"
+    )
+    parser.add_argument(
+        "--measure", choices=("tracemalloc", "vmhwm", "both"), default="both"
+    )
+    args = parser.parse_args()
+    size = int(args.size_mb * MB)
+    if args.measure != "both":
+        run_one(args.direction, size, args.measure)
+        return
+    for measure in ("tracemalloc", "vmhwm"):
+        command = [
+            sys.executable, "-m", "tests.outgoing.memory_probe",
+            "--size-mb", str(args.size_mb), "--direction", args.direction,
+            "--measure", measure,
+        ]  # fmt: skip
+        subprocess.run(command, check=True, timeout=600)
+
+
+if __name__ == "__main__":
+    main()

@@ -102,6 +102,10 @@ class Runtime:
             connect_timeout=max(1, int(settings.nats.connect_timeout.total_seconds())),
             graceful_timeout=30.0,
             logger=logging.getLogger(f"smimegw.{service}.faststream"),
+            # FastStream logs "Received" and "Processed" for every message at
+            # this level; the services log each outcome themselves with the
+            # ids that matter, so per-message lines are debug output.
+            log_level=logging.DEBUG,
             middlewares=(
                 NatsTelemetryMiddleware(tracer_provider=self.tracer_provider),
                 NatsPrometheusMiddleware(

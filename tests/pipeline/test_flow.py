@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from email.message import EmailMessage
 from pathlib import Path
 
 import aiosmtplib
+import pytest
 
 from smimegw.service import SERVICE_NAMES
 from tests.conftest import gateway_settings
@@ -84,3 +86,44 @@ async def test_200_messages_reach_sink(
             }, (queue_id, types)
     finally:
         await gateway.stop()
+
+
+async def test_no_per_message_framework_lines_at_info(
+    tmp_path: Path,
+    nats_server: NatsServer,
+    sink: SinkServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Each service logs its own outcome once; FastStream's lines are debug.
+
+    FastStream logs "Received" and "Processed" for every bus message it hands
+    to a handler. At INFO that doubled the log volume of every service and
+    cost CPU time per message.
+    """
+    settings = gateway_settings(
+        tmp_path, delivery={"relay_host": f"127.0.0.1:{sink.port}"}
+    )
+    gateway = Gateway(settings, nats_server.url)
+    await gateway.start(SERVICE_NAMES)
+    caplog.set_level(logging.INFO)
+    host, port = gateway.smtp_address
+    try:
+        await aiosmtplib.send(
+            make_message(1, "user@example.org"),
+            sender="alice@example.com",
+            recipients=["user@example.org"],
+            hostname=host,
+            port=port,
+        )
+        await sink.wait_for(1, timeout=30)
+    finally:
+        await gateway.stop()
+    framework = [
+        r.getMessage()
+        for r in caplog.records
+        if r.name.endswith(".faststream") and r.levelno >= logging.INFO
+    ]
+    assert "Received" not in framework
+    assert "Processed" not in framework
+    delivered = [r for r in caplog.records if r.name == "smimegw.delivery"]
+    assert any("delivered to 1 recipient" in r.getMessage() for r in delivered)

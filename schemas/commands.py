@@ -122,6 +122,28 @@ class RuleDelete(Model):
     rule_id: str
 
 
+class HeldList(Model):
+    """List the copies held for a missing certificate (profile action `hold`)."""
+
+    command: Literal["held.list"]
+
+
+class HeldRelease(Model):
+    """Plan the held copies of a message again now, or only `recipient`'s copy."""
+
+    command: Literal["held.release"]
+    queue_id: str
+    recipient: str | None = None
+
+
+class HeldDrop(Model):
+    """Bounce the held copies of a message, or only `recipient`'s, to the sender."""
+
+    command: Literal["held.drop"]
+    queue_id: str
+    recipient: str | None = None
+
+
 class Query(Model):
     command: Literal[
         "ca.list",
@@ -147,6 +169,9 @@ AnyCommand = Annotated[
     | RuleCreate
     | RuleMove
     | RuleDelete
+    | HeldList
+    | HeldRelease
+    | HeldDrop
     | Query,
     Field(discriminator="command"),
 ]

@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "audit",
     "trace",
     "parked",
+    "held",
     "admin",
     "keys",
 )

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from schemas import MailHeld, MailReceived, MailRouted, MailUnprotected
-from services.policy.hold import HeldCopy, HoldQueue
+from schemas.commands import CommandReply, HeldDrop, HeldList, HeldRelease
+from services.policy.hold import HeldCopy, HoldQueue, Replan
 from services.policy.partners import PartnerStore
 from services.policy.planning import Group, Headers, Planner, profile_spec
 from smimegw import metrics
+from smimegw.configbus import CommandRejected, Handler
 from smimegw.configstate import ConfigFollower
 from smimegw.runtime import Attempt, Runtime
 from smimegw.telemetry import stage_span
+from smimegw.x509 import address_key
 
 log = logging.getLogger("smimegw.policy")
 
@@ -48,7 +52,8 @@ class PolicyHandlers:
         for index, group in enumerate(groups):
             plan_id = f"{event.queue_id}-{index}"
             if group.held:
-                await self._hold(event, group, plan_id, index, len(groups))
+                waits_for = self._waits_for(event, group, headers)
+                await self._hold(event, group, plan_id, index, len(groups), waits_for)
                 continue
             if group.unprotected is not None:
                 await self.runtime.publish(
@@ -68,8 +73,30 @@ class PolicyHandlers:
             ", ".join(g.action for g in groups),
         )
 
+    def _waits_for(
+        self, event: MailReceived, group: Group, headers: Headers
+    ) -> str | None:
+        """Return the address whose certificate would release a held group."""
+        assert group.profile is not None
+        if "sign" in group.profile.action:
+            signer, _ = self.planner().signer_for(event, headers, datetime.now(UTC))
+            if signer is None:
+                # The planner signs only for a From address equal to the envelope
+                # sender, so without that no certificate can release the copy.
+                author = headers.from_address
+                if author and address_key(author) == address_key(event.sender):
+                    return author
+                return None
+        return group.recipients[0]
+
     async def _hold(
-        self, event: MailReceived, group: Group, plan_id: str, index: int, count: int
+        self,
+        event: MailReceived,
+        group: Group,
+        plan_id: str,
+        index: int,
+        count: int,
+        waits_for: str | None,
     ) -> None:
         assert group.profile is not None
         timeout = timedelta(seconds=group.profile.hold_timeout)
@@ -84,6 +111,7 @@ class PolicyHandlers:
                 reason=group.reason,
                 release_by=release_by.isoformat(),
                 received=event.model_dump_json(),
+                waits_for=waits_for,
             )
         )
         metrics.record_held("no-certificate")
@@ -110,6 +138,80 @@ class PolicyHandlers:
         return routed_event(
             narrowed, groups[0], copy.plan_id, copy.group, copy.groups, key="release"
         )
+
+
+class HeldCommands:
+    """The `smimegw held` commands: list, release and drop held copies."""
+
+    def __init__(self, holds: HoldQueue, replan: Replan) -> None:
+        self.holds = holds
+        self.replan = replan
+
+    def handlers(self) -> dict[str, Handler]:
+        return {
+            "held.list": self.held_list,
+            "held.release": self.held_release,
+            "held.drop": self.held_drop,
+        }
+
+    async def held_list(self, command: HeldList) -> CommandReply:
+        views = [held_view(copy) for copy in await self.holds.entries()]
+        views.sort(key=lambda view: (view["since"], view["plan_id"]))
+        return CommandReply(ok=True, result=views)
+
+    async def held_release(self, command: HeldRelease) -> CommandReply:
+        results = []
+        for copy in await self._select(command.queue_id, command.recipient):
+            outcome = await self.holds.release(copy, self.replan, datetime.now(UTC))
+            results.append({**held_view(copy), "outcome": outcome or "still-held"})
+        return CommandReply(ok=True, result=results)
+
+    async def held_drop(self, command: HeldDrop) -> CommandReply:
+        results = []
+        for copy in await self._select(command.queue_id, command.recipient):
+            await self.holds.drop(copy)
+            results.append({**held_view(copy), "outcome": "dropped"})
+        return CommandReply(ok=True, result=results)
+
+    async def _select(self, queue_id: str, recipient: str | None) -> list[HeldCopy]:
+        """Return the held copies of one message, or of one of its recipients."""
+        selected = [
+            copy
+            for copy in await self.holds.entries()
+            if _queue_id_of(copy) == queue_id
+            and (
+                recipient is None
+                or address_key(copy.recipient) == address_key(recipient)
+            )
+        ]
+        if not selected:
+            whom = f" for {recipient}" if recipient else ""
+            raise CommandRejected(
+                "not-found",
+                f"no copy of message {queue_id}{whom} is held; "
+                "`smimegw held list` shows the held copies",
+            )
+        return sorted(selected, key=lambda copy: copy.plan_id)
+
+
+def _queue_id_of(copy: HeldCopy) -> str | None:
+    return MailReceived.decode(copy.received.encode()).queue_id
+
+
+def held_view(copy: HeldCopy) -> dict[str, Any]:
+    """Describe a held copy for `smimegw held list`."""
+    received = MailReceived.decode(copy.received.encode())
+    return {
+        "queue_id": received.queue_id,
+        "plan_id": copy.plan_id,
+        "recipient": copy.recipient,
+        "sender": received.sender,
+        "since": received.time.isoformat(),
+        "waits_for": copy.waits_for,
+        "timeout": copy.release_by,
+        "profile": copy.profile,
+        "reason": copy.reason,
+    }
 
 
 def routed_event(

@@ -5,7 +5,8 @@ recipient and the plan's place among the message's plans. Every policy replica
 checks the bucket periodically. A release publishes its events with ids derived
 from the plan, before the entry is deleted, so two replicas releasing the same
 copy publish it once (JetStream deduplication) and a crash in between releases it
-again rather than losing it.
+again rather than losing it. An operator lists, releases and drops held copies
+with `smimegw held`, which reaches the same release path.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Literal
 
 import nats.errors
 from nats.js.errors import KeyNotFoundError, NoKeysError
@@ -39,6 +41,11 @@ class HeldCopy:
     reason: str
     release_by: str  # ISO 8601
     received: str  # the mail.received event, JSON
+    # The address whose certificate would release the copy: the recipient's
+    # for encryption, the From address's for signing. None when no certificate
+    # can help (no From, or an envelope sender other than From) and for copies
+    # held before the field existed.
+    waits_for: str | None = None
 
     def encode(self) -> bytes:
         return json.dumps(asdict(self)).encode()
@@ -47,6 +54,10 @@ class HeldCopy:
     def decode(cls, data: bytes) -> HeldCopy:
         return cls(**json.loads(data))
 
+
+ReleaseOutcome = Literal["certificate-imported", "timed-out"]
+# RFC 3463 X.7.1, delivery not authorized: the operator refused this copy.
+DROPPED_STATUS = "5.7.1"
 
 # Given the received event narrowed to one recipient, return the plan that can
 # be made now, or None while the copy must still wait.
@@ -71,28 +82,41 @@ class HoldQueue:
         except KeyNotFoundError:
             await kv.put(copy.plan_id, copy.encode())
 
-    async def check(self, replan: Replan, now: datetime | None = None) -> int:
-        """Release or time out each held copy that can be; return how many."""
+    async def entries(self) -> list[HeldCopy]:
+        """Return every held copy, in no particular order."""
         kv = await self.kv()
         try:
             keys = await kv.keys()
         except NoKeysError:
-            return 0
-        released = 0
+            return []
+        copies = []
         for key in keys:
             try:
                 entry = await kv.get(key)
             except KeyNotFoundError:
-                continue  # another replica released it meanwhile
-            copy = HeldCopy.decode(entry.value or b"{}")
-            if await self._check_one(copy, replan, now or datetime.now(UTC)):
-                await kv.delete(key)
+                continue  # released meanwhile
+            copies.append(HeldCopy.decode(entry.value or b"{}"))
+        return copies
+
+    async def check(self, replan: Replan, now: datetime | None = None) -> int:
+        """Release or time out each held copy that can be; return how many."""
+        released = 0
+        for copy in await self.entries():
+            if await self.release(copy, replan, now or datetime.now(UTC)):
                 released += 1
         return released
 
-    async def _check_one(self, copy: HeldCopy, replan: Replan, now: datetime) -> bool:
+    async def release(
+        self, copy: HeldCopy, replan: Replan, now: datetime
+    ) -> ReleaseOutcome | None:
+        """Send the copy on if its certificate exists or its hold timed out.
+
+        Returns the outcome, or None while the copy must still wait. The
+        periodic check and the operator's `held release` both come here.
+        """
         received = MailReceived.decode(copy.received.encode())
         release_by = datetime.fromisoformat(copy.release_by)
+        outcome: ReleaseOutcome
         if now >= release_by:
             routed = MailRouted.create(
                 cause=received,
@@ -112,7 +136,7 @@ class HoldQueue:
             narrowed = received.model_copy(update={"recipients": (copy.recipient,)})
             planned = await replan(narrowed, copy)
             if planned is None:
-                return False
+                return None
             routed = planned
             outcome = "certificate-imported"
         await self.runtime.publish(
@@ -125,8 +149,41 @@ class HoldQueue:
             )
         )
         await self.runtime.publish(routed)
+        await self._forget(copy)
         log.info("released held copy %s: %s", copy.plan_id, outcome)
-        return True
+        return outcome
+
+    async def drop(self, copy: HeldCopy) -> None:
+        """Bounce the copy to its sender at the operator's request."""
+        received = MailReceived.decode(copy.received.encode())
+        # NOTE: no mail.released event goes with it, because its outcome names
+        # only certificate-imported and timed-out; the bounce's reason records
+        # the drop. A periodic check that releases this copy at the same moment
+        # still sends it, so the sender may get a bounce for a delivered copy.
+        await self.runtime.publish(
+            MailRouted.create(
+                cause=received,
+                key=f"{copy.plan_id}/drop",
+                plan_id=copy.plan_id,
+                group=copy.group,
+                groups=copy.groups,
+                sender=received.sender,
+                recipients=(copy.recipient,),
+                action="bounce",
+                reason=f"dropped by operator while held: {copy.reason}",
+                status=DROPPED_STATUS,
+                body=received.body,
+            )
+        )
+        await self._forget(copy)
+        log.info("dropped held copy %s at the operator's request", copy.plan_id)
+
+    async def _forget(self, copy: HeldCopy) -> None:
+        # Deleted only after its events are published. After a crash in between
+        # the entry is still there, so the copy is handled again, and events
+        # published again keep their ids, which JetStream deduplicates.
+        kv = await self.kv()
+        await kv.delete(copy.plan_id)
 
 
 async def run_checks(

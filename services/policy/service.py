@@ -7,7 +7,7 @@ import asyncio
 from schemas import MailReceived
 from schemas.commands import POLICY_COMMANDS
 from services.policy.config import PolicyConfig
-from services.policy.handlers import PolicyHandlers
+from services.policy.handlers import HeldCommands, PolicyHandlers
 from services.policy.hold import run_checks
 from services.policy.partners import CapabilityRecorder
 from smimegw.configbus import CommandServer
@@ -31,8 +31,12 @@ class PolicyService:
         await self.follower.start()
         self.handlers.follower = self.follower
         config = PolicyConfig(self.runtime, self.follower)
+        held = HeldCommands(self.handlers.holds, self.handlers.replan)
         self.commands = CommandServer(
-            self.runtime, self.follower, POLICY_COMMANDS, config.handlers()
+            self.runtime,
+            self.follower,
+            POLICY_COMMANDS,
+            config.handlers() | held.handlers(),
         )
         await self.commands.start()
         self.hold_task = asyncio.create_task(

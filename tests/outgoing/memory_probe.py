@@ -6,8 +6,9 @@ Run from the repository root:
 
 For each measure, a fresh subprocess builds the keys and the message, then runs only
 the S/MIME step: `protect_message` for outgoing (RSA-2048 signer, one RSA-2048
-recipient, SHA-256, detached signature, AES-256-CBC), or `IncomingProcessor.open`'s
-decrypt-and-verify for incoming. It prints two figures, each in MB and as a multiple
+recipient, SHA-256, detached signature, AES-256-CBC), or `IncomingProcessor.open`
+for incoming (the message that the benchmark sends: signed by a correspondent and
+encrypted to an internal user). It prints two figures, each in MB and as a multiple
 of the message size:
 
 - tracemalloc: the peak of Python allocations during the step above those before it;
@@ -19,20 +20,24 @@ of the message size:
 from __future__ import annotations
 
 import argparse
+import asyncio
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 import tracemalloc
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
 from benchmarks.keys import TestCa
 from benchmarks.messages import plain_message, signed_and_encrypted, text_body
-from schemas import ProfileSpec
+from schemas import BodyRef, MailRouted, ProfileSpec
+from services.crypto.incoming import IncomingProcessor
 from services.crypto.outgoing import Signer, protect_message
+from smimegw import x509 as certs
+from smimegw.configstate import BindingEntry, CaEntry, ConfigState
 
 MB = 1_000_000
 PROFILE = ProfileSpec(
@@ -69,29 +74,46 @@ def outgoing_step(size: int, folder: Path) -> tuple[int, Callable[[], object]]:
 
 
 def incoming_step(size: int, folder: Path) -> tuple[int, Callable[[], object]]:
-    """Return the message size and a function that decrypts and verifies it."""
-    from services.crypto.cms.envelope import RecipientKey, decrypt
-    from services.crypto.cms.signed import verify
-    from services.crypto.mime import detect
+    """Return the message size and a function that decrypts and verifies it.
 
+    The function runs IncomingProcessor.open, as the service does, with the
+    configuration and the key store replaced by objects that return Alice's
+    binding, the CA and Alice's key.
+    """
     ca = TestCa(folder)
     carol = ca.issue("carol@partner.example", "carol")
     alice = ca.issue("alice@example.com", "alice")
     message = signed_and_encrypted("probe", carol, alice, text_body(size, 1))
-    keys = [RecipientKey(alice.cert, alice.key)]
+    now = datetime.now(UTC)
+    state = ConfigState()
+    state.cas["ca"] = CaEntry("ca", ca.cert, certs.facts_of(ca.cert), "ca.pem", now)
+    state.bindings["alice"] = BindingEntry(
+        "alice", "internal", alice.email, alice.cert, certs.facts_of(alice.cert),
+        (), "alice-key", None, "alice.pem", now,
+    )  # fmt: skip
+
+    class Follower:
+        def __init__(self) -> None:
+            self.state = state
+
+        async def sync(self) -> None:
+            return None
+
+    class Keys:
+        async def get(self, key_id: str) -> object:
+            return alice.key
+
+    processor = IncomingProcessor(cast(Any, Follower()), cast(Any, Keys()))
+    plan = MailRouted.create(
+        plan_id="probe", group=0, groups=1, sender=carol.email,
+        recipients=(alice.email,), action="open", reason="probe",
+        body=BodyRef(key="probe", size=len(message), sha256="0" * 64, chunks=1),
+    )  # fmt: skip
 
     def step() -> object:
-        found = detect(message)
-        assert found.der is not None
-        content = decrypt(found.der, keys).content
-        inner = detect(content)
-        assert inner.signature is not None and inner.signed_content is not None
-        return verify(
-            inner.signature,
-            detached_content=inner.signed_content,
-            trust_anchors=[ca.cert],
-            now=datetime.now(UTC),
-        )
+        result = asyncio.run(processor.open(plan, message))
+        assert result.operations, "the probe message was not opened"
+        return result
 
     return len(message), step
 

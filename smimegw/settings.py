@@ -119,6 +119,12 @@ class DeliverySettings(_Section):
     # first value up to the cap.
     retry_initial: Duration = timedelta(seconds=30)
     retry_max: Duration = timedelta(minutes=30)
+    # Sessions to relay_host stay open this long after a transaction, for the
+    # next one (0 closes each after its message), and are not reused once
+    # open for connection_reuse_time; Postfix's smtp_connection_cache_time_limit
+    # and smtp_connection_reuse_time_limit.
+    connection_cache_time: Duration = timedelta(seconds=2)
+    connection_reuse_time: Duration = timedelta(seconds=300)
 
     @field_validator("relay_host")
     @classmethod

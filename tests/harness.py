@@ -82,6 +82,8 @@ class Received:
     sender: str
     recipients: list[str]
     content: bytes
+    # The client's address and port: one per SMTP connection.
+    peer: tuple[str, int] | None = None
 
 
 @dataclass
@@ -115,6 +117,7 @@ class SinkHandler:
                 "" if envelope.mail_from in (None, "<>") else envelope.mail_from,
                 list(envelope.rcpt_tos),
                 envelope.original_content or b"",
+                session.peer,
             )
         )
         self.arrived.set()

@@ -91,6 +91,10 @@ class DeliveryHandlers:
             else f"outbox:{settings.outbox_dir}"
         )
         self._kv: KeyValue | None = None
+        self.connections = relay.ConnectionCache(
+            idle_limit=settings.connection_cache_time.total_seconds(),
+            reuse_limit=settings.connection_reuse_time.total_seconds(),
+        )
 
     async def kv(self) -> KeyValue:
         if self._kv is None:
@@ -311,6 +315,7 @@ class DeliveryHandlers:
             message=message,
             mail_options=options,
             timeout=self.settings.connect_timeout.total_seconds(),
+            cache=self.connections,
         )
 
     async def _queue_dsns(

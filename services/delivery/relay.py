@@ -1,12 +1,19 @@
-"""SMTP hand-off to the next hop, with a reply per recipient."""
+"""SMTP hand-off to the next hop, with a reply per recipient.
+
+Sessions to the next hop are kept open after a completed transaction and used
+again, as an MTA's connection cache does (Postfix's smtp_connection_cache_*):
+each reuse saves the TCP handshake, the greeting, EHLO, STARTTLS and QUIT.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Literal
 
 import aiosmtplib
@@ -140,11 +147,15 @@ async def _transaction(
     recipients: Sequence[str],
     message: bytes,
     mail_options: Sequence[str],
+    *,
+    reused: bool = False,
 ) -> tuple[dict[str, aiosmtplib.SMTPResponse], str]:
     """Send MAIL, RCPT and DATA as aiosmtplib's sendmail does, with SIZE counted.
 
     Raises SMTPRecipientsRefused when every recipient is refused, and
-    SMTPResponseException when MAIL or DATA is.
+    SMTPResponseException when MAIL or DATA is. On a `reused` session, a
+    connection lost or a 421 in reply to MAIL raises _StaleSession: nothing of
+    this transaction reached the next hop yet.
     """
     if client.is_ehlo_or_helo_needed:
         try:
@@ -156,7 +167,16 @@ async def _transaction(
         options.insert(0, f"SIZE={payload_size(message)}")
     utf8 = any(option.lower() == "smtputf8" for option in options)
     encoding = "utf-8" if utf8 else "ascii"
-    await client.mail(sender, options=options, encoding=encoding)
+    try:
+        await client.mail(sender, options=options, encoding=encoding)
+    except (aiosmtplib.SMTPServerDisconnected, OSError) as err:
+        if reused:
+            raise _StaleSession from err
+        raise
+    except aiosmtplib.SMTPResponseException as err:
+        if reused and err.code == 421:
+            raise _StaleSession from err
+        raise
     refused: list[aiosmtplib.SMTPRecipientRefused] = []
     for recipient in recipients:
         try:
@@ -170,6 +190,115 @@ async def _transaction(
     return errors, response.message
 
 
+class _StaleSession(Exception):
+    """A cached session that the next hop closed while it was idle."""
+
+
+@dataclass
+class Session:
+    """One SMTP connection to the next hop and what it has done so far."""
+
+    client: StreamingSMTP
+    opened: float
+    transactions: int = 0
+    idle_since: float = 0.0
+
+
+@dataclass
+class ConnectionCache:
+    """Idle sessions per next hop, taken newest first and closed when too old.
+
+    A session is cached only after a transaction that ended with the reply to
+    DATA, so it is in the state after RSET. A session idle for `idle_limit`
+    seconds, or open for `reuse_limit` seconds, is closed with QUIT. A cached
+    session that the next hop closed meanwhile fails on MAIL, before any part
+    of the message was sent, and the transaction runs again on a new one.
+    """
+
+    idle_limit: float = 2.0
+    reuse_limit: float = 300.0
+    max_idle: int = 32
+    clock: Callable[[], float] = time.monotonic
+    _idle: dict[tuple[str, int], list[Session]] = field(default_factory=dict)
+    _closing: set[asyncio.Task[None]] = field(default_factory=set)
+    _closed: bool = False
+
+    @property
+    def enabled(self) -> bool:
+        return self.idle_limit > 0
+
+    def idle_count(self, host: str, port: int) -> int:
+        return len(self._idle.get((host, port), []))
+
+    def take(self, host: str, port: int) -> Session | None:
+        """Return the most recently used live session to host:port, if any."""
+        sessions = self._idle.get((host, port), [])
+        now = self.clock()
+        while sessions:
+            session = sessions.pop()
+            if session.client.is_connected and not self._expired(session, now):
+                return session
+            self._quit(session)
+        return None
+
+    def give(self, host: str, port: int, session: Session) -> None:
+        """Keep `session` for the next transaction to host:port, or close it."""
+        now = self.clock()
+        sessions = self._idle.setdefault((host, port), [])
+        session.idle_since = now
+        if (
+            self._closed
+            or not self.enabled
+            or len(sessions) >= self.max_idle
+            or not session.client.is_connected
+            or now - session.opened >= self.reuse_limit
+        ):
+            self._quit(session)
+            return
+        sessions.append(session)
+        asyncio.get_running_loop().call_later(
+            self.idle_limit, self._expire, host, port, session
+        )
+
+    async def close(self) -> None:
+        """Quit every idle session and wait (bounded) for the replies.
+
+        Sessions given back later, by transactions still in flight while the
+        service stops, are closed at once.
+        """
+        self._closed = True
+        for sessions in self._idle.values():
+            while sessions:
+                self._quit(sessions.pop())
+        if self._closing:
+            await asyncio.wait(set(self._closing), timeout=5)
+
+    def _expired(self, session: Session, now: float) -> bool:
+        return (
+            now - session.idle_since >= self.idle_limit
+            or now - session.opened >= self.reuse_limit
+        )
+
+    def _expire(self, host: str, port: int, session: Session) -> None:
+        sessions = self._idle.get((host, port), [])
+        if session in sessions and self._expired(session, self.clock()):
+            sessions.remove(session)
+            self._quit(session)
+
+    def _quit(self, session: Session) -> None:
+        task = asyncio.get_running_loop().create_task(_finish(session.client))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+
+async def _finish(client: StreamingSMTP) -> None:
+    """QUIT when the session still answers; close the socket in any case."""
+    if client.is_connected:
+        with contextlib.suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
+            await client.quit(timeout=5)
+    client.close()
+
+
 async def send(
     *,
     host: str,
@@ -180,6 +309,7 @@ async def send(
     message: bytes,
     mail_options: Sequence[str],
     timeout: float,
+    cache: ConnectionCache | None = None,
 ) -> dict[str, Reply]:
     """Send one transaction; return the reply that decides each recipient.
 
@@ -187,7 +317,15 @@ async def send(
     recipient, so the caller defers them. STARTTLS is used when the next hop
     offers it, without certificate checks, like an MTA's opportunistic TLS
     (RFC 7435): a failed check would only make the hop fall back to plain text.
+    With a cache, a session left open by an earlier transaction is used first.
     """
+    arguments = (sender, recipients, message, mail_options)
+    cached = cache.take(host, port) if cache is not None else None
+    if cached is not None:
+        try:
+            return await _send_on(cached, cache, host, port, *arguments, reused=True)
+        except _StaleSession:
+            log.debug("cached session to %s:%d was closed; opening one", host, port)
     client = StreamingSMTP(
         hostname=host,
         port=port,
@@ -197,18 +335,57 @@ async def send(
         validate_certs=False,
     )
     try:
-        async with client:
-            refused, data_reply = await _transaction(
-                client, sender, recipients, message, mail_options
-            )
+        await client.connect()
+    except (aiosmtplib.SMTPException, OSError, TimeoutError) as err:
+        client.close()
+        return _connection_failed(host, port, recipients, err)
+    session = Session(client, opened=time.monotonic())
+    return await _send_on(session, cache, host, port, *arguments, reused=False)
+
+
+def _connection_failed(
+    host: str, port: int, recipients: Sequence[str], err: BaseException
+) -> dict[str, Reply]:
+    reason = f"connection to {host}:{port} failed: {type(err).__name__}: {err}"
+    return dict.fromkeys(recipients, Reply(451, f"4.4.1 {reason}"))
+
+
+async def _send_on(
+    session: Session,
+    cache: ConnectionCache | None,
+    host: str,
+    port: int,
+    sender: str,
+    recipients: Sequence[str],
+    message: bytes,
+    mail_options: Sequence[str],
+    *,
+    reused: bool,
+) -> dict[str, Reply]:
+    """Run one transaction on an open session, then cache or close it."""
+    client = session.client
+    try:
+        refused, data_reply = await _transaction(
+            client, sender, recipients, message, mail_options, reused=reused
+        )
+    except _StaleSession:
+        client.close()
+        raise
     except aiosmtplib.SMTPRecipientsRefused as err:
+        await _finish(client)
         return {r.recipient: Reply(r.code, r.message) for r in err.recipients}
     except aiosmtplib.SMTPResponseException as err:
         # MAIL FROM or DATA rejected: the same reply for every recipient.
+        await _finish(client)
         return dict.fromkeys(recipients, Reply(err.code, err.message))
     except (aiosmtplib.SMTPException, OSError, TimeoutError) as err:
-        reason = f"connection to {host}:{port} failed: {type(err).__name__}: {err}"
-        return dict.fromkeys(recipients, Reply(451, f"4.4.1 {reason}"))
+        client.close()
+        return _connection_failed(host, port, recipients, err)
+    session.transactions += 1
+    if cache is not None:
+        cache.give(host, port, session)
+    else:
+        await _finish(client)
     replies = {r: Reply(250, data_reply) for r in recipients}
     for recipient, response in refused.items():
         replies[recipient] = Reply(response.code, response.message)

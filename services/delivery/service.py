@@ -28,7 +28,7 @@ class DeliveryService:
         return None
 
     async def stop(self) -> None:
-        return None
+        await self.handlers.connections.close()
 
 
 def build(runtime: Runtime) -> DeliveryService:

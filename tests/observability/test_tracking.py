@@ -68,7 +68,7 @@ async def test_trace_shows_whole_path(
     ]
     assert [s["service"] for s in steps] == ["ingress", "policy", "crypto", "delivery"]
     assert steps[1]["decision"] == "relay: no delivery rule matched"
-    assert steps[3]["decision"].startswith("delivered 1 recipients via smtp:")
+    assert steps[3]["decision"].startswith("delivered 1 recipient via smtp:")
     assert steps[3]["outcome"].startswith("250")
 
     (root,) = [

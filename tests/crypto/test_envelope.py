@@ -6,6 +6,7 @@ checked by `openssl cms -decrypt` like every other content algorithm.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import email
 import itertools
@@ -25,7 +26,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 
-from services.crypto.cms import envelope
+from services.crypto.cms import envelope, envelope_reader
 from services.crypto.cms.envelope import RecipientId, RecipientKey
 from services.crypto.cms.errors import (
     CmsLimitError,
@@ -310,6 +311,25 @@ def test_streamed_der_matches_asn1crypto(
     assert rebuilt.dump(force=True) == der
     decrypted = envelope.decrypt(der, [parties["p256"].recipient_key])
     assert decrypted.content == content
+
+
+@pytest.mark.parametrize("algorithm", ["aes256-cbc", "aes128-gcm"])
+def test_ciphertext_read_in_place(parties: dict[str, Party], algorithm: str) -> None:
+    """DER is read without copying the ciphertext, and as asn1crypto reads it."""
+    der = envelope.encrypt(
+        MESSAGE * 1000,
+        [parties["rsa"].certificate, parties["p256"].certificate],
+        content_algorithm=algorithm,
+    )
+
+    in_place = envelope_reader.read_envelope(der, envelope.DEFAULT_MAX_SIZE)
+    # The reader's fallback, which asn1crypto parses whole.
+    parsed = envelope_reader._read_content_info(der)
+
+    assert isinstance(in_place.ciphertext, memoryview)
+    assert in_place.ciphertext.obj is der
+    assert bytes(in_place.ciphertext) == parsed.ciphertext
+    assert dataclasses.replace(in_place, ciphertext=parsed.ciphertext) == parsed
 
 
 def test_streamed_content_of_wrong_size_fails(parties: dict[str, Party]) -> None:

@@ -18,6 +18,7 @@ from services.crypto.mime import (
     normalize_micalg,
     replace_body,
 )
+from services.crypto.mime.encoding import decode_base64, looks_like_base64
 from tests.crypto.test_mime_support import INTEROP, openssl_cms
 
 THUNDERBIRD = INTEROP / "thunderbird"
@@ -531,3 +532,40 @@ def test_detect_quoted_printable_pkcs7_mime(enveloped_der: bytes) -> None:
     )
 
     assert detect(message).der == enveloped_der
+
+
+def test_base64_body_decodes_across_windows() -> None:
+    """A body of several decoding windows, with line ends and padding, decodes whole."""
+    payload = bytes(range(256)) * 12_289  # 3 MB, and 12289 * 256 % 3 leaves padding
+    text = base64.encodebytes(payload).replace(b"\n", b"\r\n")
+    message = (
+        b"Content-Type: application/pkcs7-mime; smime-type=enveloped-data\r\n"
+        b"Content-Transfer-Encoding: base64\r\n\r\n" + text
+    )
+
+    assert decode_base64(message, "body", len(message) - len(text)) == payload
+    assert text.rstrip().endswith(b"=")
+
+
+def test_base64_invalid_in_later_window() -> None:
+    text = base64.encodebytes(bytes(3_000_000))
+    broken = text[:2_500_000] + b"!" + text[2_500_000:]
+    padded_early = text[:1_500_000] + b"==" + text[1_500_000:]
+
+    with pytest.raises(MalformedMimeError, match="outside the base64 alphabet"):
+        decode_base64(broken, "body")
+    with pytest.raises(MalformedMimeError, match="padding before its end"):
+        decode_base64(padded_early, "body")
+    assert not looks_like_base64(broken)
+
+
+def test_content_type_read_without_asn1crypto_matches() -> None:
+    """The header shortcut and asn1crypto agree, and BER goes to asn1crypto."""
+    enveloped_oid = bytes.fromhex("06092a864886f70d010703")
+    definite = b"\x30\x11" + enveloped_oid + b"\xa0\x04\x04\x02ok"
+    indefinite = b"\x30\x80" + enveloped_oid + b"\xa0\x80\x04\x02ok\x00\x00\x00\x00"
+
+    assert cms_content_type(definite) == "enveloped_data"
+    assert cms_content_type(indefinite) == "enveloped_data"
+    with pytest.raises(MalformedMimeError):
+        cms_content_type(b"\x30\x11" + enveloped_oid)

@@ -7,13 +7,13 @@ ciphertext.
 
 from __future__ import annotations
 
+import hmac
 import os
 from dataclasses import dataclass
 
 from asn1crypto import core
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
-from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import (
     AEADEncryptionContext,
     Cipher,
@@ -113,7 +113,7 @@ def _parse_gcm_parameters(
 def check_ciphertext(
     cipher: ContentCipher,
     params: ContentParameters,
-    ciphertext: bytes,
+    ciphertext: bytes | memoryview,
     tag: bytes | None,
 ) -> None:
     """Reject ciphertext and tag lengths that no key can decrypt.
@@ -146,7 +146,7 @@ def decrypt(
     cipher: ContentCipher,
     key: bytes,
     params: ContentParameters,
-    ciphertext: bytes,
+    ciphertext: bytes | memoryview,
     tag: bytes | None,
     associated_data: bytes | None,
 ) -> bytes | None:
@@ -157,18 +157,31 @@ def decrypt(
         return _decrypt_gcm(key, params, ciphertext, tag or b"", associated_data)
 
     decryptor = Cipher(_algorithm(cipher, key), modes.CBC(params.iv)).decryptor()
-    padded = decryptor.update(ciphertext) + decryptor.finalize()
-    unpadder = padding.PKCS7(cipher.block_size * 8).unpadder()
-    try:
-        return unpadder.update(padded) + unpadder.finalize()
-    except ValueError:
+    # check_ciphertext made the length a multiple of the block size, so finalize
+    # returns nothing and the plaintext is not copied to join them.
+    padded = decryptor.update(ciphertext)
+    decryptor.finalize()
+    return _unpad(padded, cipher.block_size)
+
+
+def _unpad(padded: bytes, block_size: int) -> bytes | None:
+    """Remove RFC 5652 section 6.3 padding, or return None when it is invalid.
+
+    cryptography's PKCS7 unpadder would copy the plaintext twice, while this makes
+    one copy, the result.
+    """
+    pad = padded[-1] if padded else 0
+    if not 0 < pad <= block_size:
         return None
+    if not hmac.compare_digest(padded[-pad:], bytes([pad]) * pad):
+        return None
+    return padded[:-pad]
 
 
 def _decrypt_gcm(
     key: bytes,
     params: ContentParameters,
-    ciphertext: bytes,
+    ciphertext: bytes | memoryview,
     tag: bytes,
     associated_data: bytes | None,
 ) -> bytes | None:
@@ -178,9 +191,11 @@ def _decrypt_gcm(
         decryptor.authenticate_additional_data(associated_data)
     plaintext = decryptor.update(ciphertext)
     try:
-        return plaintext + decryptor.finalize()
+        # GCM keeps back no bytes, so finalize only checks the tag.
+        rest = decryptor.finalize()
     except InvalidTag:
         return None
+    return plaintext + rest if rest else plaintext
 
 
 def encrypt(cipher: ContentCipher, key: bytes, plaintext: bytes) -> EncryptedContent:

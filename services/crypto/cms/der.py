@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import TypeVar
 
 from asn1crypto import core
@@ -79,3 +80,39 @@ def der_header(tag: int, length: int) -> bytes:
         return bytes([tag, length])
     octets = length.to_bytes((length.bit_length() + 7) // 8, "big")
     return bytes([tag, 0x80 | len(octets)]) + octets
+
+
+@dataclass(frozen=True)
+class Tlv:
+    """One DER value: its tag octet and where its header and contents lie."""
+
+    tag: int
+    start: int  # the tag octet
+    contents: int
+    end: int
+
+
+def read_tlv(
+    der: bytes | bytearray | memoryview, position: int, end: int
+) -> Tlv | None:
+    """Read the DER value at `position`, or return None when it is not minimal DER.
+
+    Only one-octet tags and definite lengths in their shortest form are read. The
+    callers use this to pass over large values that asn1crypto would copy, and
+    hand anything else to asn1crypto.
+    """
+    if position + 2 > end or der[position] & 0x1F == 0x1F:
+        return None
+    first = der[position + 1]
+    if first < 0x80:
+        length, contents = first, position + 2
+    else:
+        count = first & 0x7F
+        if count == 0 or count > 4 or position + 2 + count > end:
+            return None
+        length = int.from_bytes(der[position + 2 : position + 2 + count], "big")
+        contents = position + 2 + count
+    tlv = Tlv(der[position], position, contents, contents + length)
+    if tlv.end > end or der_header(tlv.tag, length) != bytes(der[position:contents]):
+        return None
+    return tlv

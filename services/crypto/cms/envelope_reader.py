@@ -6,12 +6,12 @@ translate_errors, so the decryption code works on bytes and strings only.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from asn1crypto import cms
 
 from services.crypto.cms import keyagree
-from services.crypto.cms.der import decode, translate_errors
+from services.crypto.cms.der import Tlv, decode, der_header, read_tlv, translate_errors
 from services.crypto.cms.errors import CmsLimitError, MalformedCmsError
 from services.crypto.cms.recipients import RecipientId, read_rid
 
@@ -61,7 +61,8 @@ class Envelope:
     other_recipient_kinds: tuple[str, ...]  # kekri, pwri, ori: never ours
     content_algorithm: str
     content_parameters: bytes | None
-    ciphertext: bytes | None
+    # A view of the DER that was read, when it could be left in place.
+    ciphertext: bytes | memoryview | None
     mac: bytes | None
     associated_data: bytes | None
 
@@ -75,7 +76,19 @@ def read_envelope(der: bytes, max_size: int) -> Envelope:
             f"CMS message of {len(der)} bytes exceeds the limit of {max_size} bytes; "
             "raise max_size if such messages are expected"
         )
-    content_info = decode(cms.ContentInfo, bytes(der), "CMS ContentInfo")
+    located = _locate_ciphertext(der)
+    if located is not None:
+        # asn1crypto copies the contents of every enclosing value when it parses
+        # them, so a 30 MB ciphertext cost several copies. It parses the structure
+        # without the ciphertext instead, and the ciphertext stays in place.
+        shell, start, end = located
+        envelope = _read_content_info(shell)
+        return replace(envelope, ciphertext=memoryview(der)[start:end])
+    return _read_content_info(bytes(der))
+
+
+def _read_content_info(der: bytes) -> Envelope:
+    content_info = decode(cms.ContentInfo, der, "CMS ContentInfo")
     with translate_errors("CMS ContentInfo"):
         content_type: str = content_info["content_type"].dotted
         if content_type not in (_ENVELOPED_DATA, _AUTH_ENVELOPED_DATA):
@@ -164,3 +177,68 @@ def _read_key_agree(info: cms.KeyAgreeRecipientInfo) -> list[KeyAgreeRecipient]:
                 f"the message has more than {MAX_RECIPIENTS} recipients, the limit"
             )
     return recipients
+
+
+def _read_children(
+    der: bytes | bytearray | memoryview, parent: Tlv
+) -> list[Tlv] | None:
+    children = []
+    position = parent.contents
+    while position < parent.end:
+        child = read_tlv(der, position, parent.end)
+        if child is None:
+            return None
+        children.append(child)
+        position = child.end
+    return children
+
+
+def _locate_ciphertext(
+    der: bytes | bytearray | memoryview,
+) -> tuple[bytes, int, int] | None:
+    """Find a primitive encryptedContent in DER and cut it out of the structure.
+
+    Returns the ContentInfo with an empty encryptedContent, every enclosing length
+    reduced to match, and the offsets of the ciphertext in `der`. Returns None for
+    any other layout (BER, constructed octet strings, trailing bytes), which
+    asn1crypto then reads whole.
+    """
+    content_info = read_tlv(der, 0, len(der))
+    if content_info is None or content_info.tag != 0x30 or content_info.end != len(der):
+        return None
+    outer = _read_children(der, content_info)
+    if outer is None or [tlv.tag for tlv in outer] != [0x06, 0xA0]:
+        return None
+    inner = _read_children(der, outer[1])
+    if inner is None or len(inner) != 1 or inner[0].tag != 0x30:
+        return None
+    enveloped = inner[0]
+    fields = _read_children(der, enveloped)
+    if fields is None:
+        return None
+    # EnvelopedData and AuthEnvelopedData: the first SEQUENCE after the SET OF
+    # RecipientInfo is the (auth)EncryptedContentInfo.
+    tags = [tlv.tag for tlv in fields]
+    if 0x31 not in tags or 0x30 not in tags[tags.index(0x31) :]:
+        return None
+    info = fields[tags.index(0x30, tags.index(0x31))]
+    info_fields = _read_children(der, info)
+    if info_fields is None or [tlv.tag for tlv in info_fields] != [0x06, 0x30, 0x80]:
+        return None
+    ciphertext = info_fields[2]
+
+    info_shell = bytes(der[info.contents : ciphertext.start]) + b"\x80\x00"
+    enveloped_shell = (
+        bytes(der[enveloped.contents : info.start])
+        + der_header(0x30, len(info_shell))
+        + info_shell
+        + bytes(der[info.end : enveloped.end])
+    )
+    enveloped_shell = der_header(0x30, len(enveloped_shell)) + enveloped_shell
+    outer_shell = (
+        bytes(der[outer[0].start : outer[0].end])
+        + der_header(0xA0, len(enveloped_shell))
+        + enveloped_shell
+    )
+    shell = der_header(0x30, len(outer_shell)) + outer_shell
+    return shell, ciphertext.contents, ciphertext.end

@@ -15,7 +15,7 @@ _BASE64_LINE = 76
 _BASE64_LINE_INPUT = 57
 # Bytes that is_7bit_lines copies and splits at a time.
 _SCAN_WINDOW = 1024 * 1024
-_BASE64_TEXT = re.compile(rb"[A-Za-z0-9+/]*={0,2}")
+_BASE64_WINDOW = re.compile(rb"([A-Za-z0-9+/]*)(=*)")
 _WHITESPACE = b" \t\r\n\x0b\x0c"
 
 
@@ -35,8 +35,9 @@ def base64_lines_size(size: int) -> int:
 def encode_base64_chunks(chunks: Iterable[Buffer]) -> Iterator[bytes]:
     """Encode the bytes of `chunks`, in order, as encode_base64_lines does.
 
-    Each output piece holds whole CRLF lines for the input read so far, and at most
-    56 input bytes wait for the next chunk, so memory stays near one chunk's size.
+    Each output piece contains whole CRLF lines for the input read so far, and at
+    most 56 input bytes wait for the next chunk, so memory stays near one chunk's
+    size.
     """
     carry = b""
     for chunk in chunks:
@@ -66,31 +67,68 @@ def _base64_lines(data: Buffer) -> bytes:
     return b"\r\n".join(lines)
 
 
-def decode_base64(text: bytes, body_name: str) -> bytes:
-    """Decode base64 text, ignoring whitespace and restoring missing padding.
+def decode_base64(
+    text: bytes, body_name: str, start: int = 0, end: int | None = None
+) -> bytes:
+    """Decode base64 `text[start:end]`, ignoring whitespace and restoring padding.
 
-    Raises MalformedMimeError, naming the body by `body_name`, when `text` contains
+    The text is decoded in windows, so a large body costs the decoded bytes twice
+    (the windows' output, then its join) and no copy of the text. Raises
+    MalformedMimeError, naming the body by `body_name`, when the text contains
     anything but the base64 alphabet, whitespace and final padding.
     """
-    compact = text.translate(None, _WHITESPACE)
-    if not _BASE64_TEXT.fullmatch(compact):
-        raise MalformedMimeError(
-            f"{body_name} is not valid base64: it contains characters outside the "
-            "base64 alphabet or padding before its end"
-        )
-    compact = compact.rstrip(b"=")
-    if len(compact) % 4 == 1:
+    decoded: list[bytes] = []
+    carry = b""
+    for alphabet in _base64_windows(text, body_name, start, end):
+        quad = carry + alphabet
+        whole = len(quad) // 4 * 4
+        decoded.append(binascii.a2b_base64(quad[:whole], strict_mode=True))
+        carry = quad[whole:]
+    if len(carry) == 1:
         raise MalformedMimeError(
             f"{body_name} is not valid base64: its length leaves one character over"
         )
-    compact += b"=" * (-len(compact) % 4)
-    return base64.b64decode(compact, validate=True)
+    if carry:
+        decoded.append(base64.b64decode(carry + b"=" * (-len(carry) % 4)))
+    return b"".join(decoded)
 
 
-def looks_like_base64(body: bytes) -> bool:
-    """Return whether `body` is non-empty base64 text, whitespace aside."""
-    compact = body.translate(None, _WHITESPACE)
-    return bool(compact) and _BASE64_TEXT.fullmatch(compact) is not None
+def _base64_windows(
+    text: bytes, body_name: str, start: int, end: int | None
+) -> Iterator[bytes]:
+    """Yield the base64 alphabet of each window of the text that is not all whitespace.
+
+    Whitespace and the final padding are removed. At most two "=" may end the text
+    (RFC 4648 section 4); anything else raises MalformedMimeError.
+    """
+    end = len(text) if end is None else end
+    padding = 0
+    for position in range(start, end, _SCAN_WINDOW):
+        window = text[position : min(end, position + _SCAN_WINDOW)]
+        compact = window.translate(None, _WHITESPACE)
+        if not compact:
+            continue
+        match = _BASE64_WINDOW.fullmatch(compact)
+        alphabet = b"" if match is None else match.group(1)
+        valid = match is not None and not (padding and alphabet)
+        padding += 0 if match is None else len(match.group(2))
+        if not valid or padding > 2:
+            raise MalformedMimeError(
+                f"{body_name} is not valid base64: it contains characters outside the "
+                "base64 alphabet or padding before its end"
+            )
+        yield alphabet
+
+
+def looks_like_base64(body: bytes, start: int = 0, end: int | None = None) -> bool:
+    """Return whether `body[start:end]` is non-empty base64 text, whitespace aside."""
+    found = False
+    try:
+        for _ in _base64_windows(body, "body", start, end):
+            found = True
+    except MalformedMimeError:
+        return False
+    return found
 
 
 def encode_quoted_printable(text: bytes) -> bytes:

@@ -181,13 +181,17 @@ def strip_headers(message: bytes, names: Iterable[str]) -> bytes:
     """
     keys = {name.lower() for name in names}
     block = parse_header_block(message)
-    pieces: list[bytes] = []
+    removed = [field for field in block.fields if field.key in keys]
+    if not removed:
+        return message
+    # Views, so that a large body is copied once, into the result.
+    view = memoryview(message)
+    pieces: list[memoryview] = []
     pos = 0
-    for field in block.fields:
-        if field.key in keys:
-            pieces.append(message[pos : field.start])
-            pos = field.end
-    pieces.append(message[pos:])
+    for field in removed:
+        pieces.append(view[pos : field.start])
+        pos = field.end
+    pieces.append(view[pos:])
     return b"".join(pieces)
 
 
@@ -202,7 +206,7 @@ def prepend_headers(message: bytes, fields: Sequence[tuple[str, str]]) -> bytes:
     if line_end == b"\r":
         line_end = b"\r\n"
     lines = [field_line(name, value, line_end) for name, value in fields]
-    return b"".join(lines) + message
+    return b"".join([*lines, message])
 
 
 class MediaInfo:

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 from asn1crypto import cms
 
+from services.crypto.cms.der import read_tlv
+
 from .encoding import decode_base64, decode_quoted_printable, looks_like_base64
 from .errors import MalformedMimeError, UnsupportedMimeError
 from .headers import MediaInfo, parse_header_block
@@ -85,14 +87,14 @@ def detect(message: bytes) -> Smime:
     """
     block = parse_header_block(message)
     media = MediaInfo(block)
-    body = message[block.body_start :]
-
+    # The body is read in place, from body_start: a copy of a large message is
+    # made only for what is returned.
     if media.media_type in _PKCS7_MIME_TYPES or _is_p7m_octet_stream(media):
-        return _pkcs7_mime(media, body)
+        return _pkcs7_mime(media, message, block.body_start)
     if media.media_type == "multipart/signed":
         protocol = media.param("protocol")
         if protocol is None or protocol.strip().lower() in _SIGNATURE_TYPES:
-            return _multipart_signed(media, body)
+            return _multipart_signed(media, message, block.body_start)
     return Smime(SmimeKind.NONE)
 
 
@@ -105,26 +107,33 @@ def _is_p7m_octet_stream(media: MediaInfo) -> bool:
     return filename is not None and filename.strip().lower().endswith(".p7m")
 
 
-def _pkcs7_mime(media: MediaInfo, body: bytes) -> Smime:
+def _pkcs7_mime(media: MediaInfo, message: bytes, body_start: int) -> Smime:
     smime_type = media.param("smime-type")
     if smime_type is not None:
         smime_type = smime_type.strip().lower()
     kind = _KIND_BY_SMIME_TYPE.get(smime_type or "", SmimeKind.PKCS7_MIME)
-    der = decode_cms_body(body, media.transfer_encoding, "application/pkcs7-mime body")
+    der = decode_cms_body(
+        message,
+        media.transfer_encoding,
+        "application/pkcs7-mime body",
+        start=body_start,
+    )
     return Smime(kind, smime_type=smime_type, der=der)
 
 
-def _multipart_signed(media: MediaInfo, body: bytes) -> Smime:
+def _multipart_signed(media: MediaInfo, message: bytes, body_start: int) -> Smime:
     boundary = media.param("boundary")
     if not boundary:
         raise MalformedMimeError(
             "multipart/signed message has no boundary parameter, so its signed part "
             "cannot be found"
         )
-    first, second, third = _signed_delimiters(body, boundary.encode("latin-1"))
-    signed = body[first.next : max(first.next, second.start)]
-    signature_end = len(body) if third is None else third.start
-    signature_part = body[second.next : max(second.next, signature_end)]
+    first, second, third = _signed_delimiters(
+        message, boundary.encode("latin-1"), body_start
+    )
+    signed = message[first.next : max(first.next, second.start)]
+    signature_end = len(message) if third is None else third.start
+    signature_part = message[second.next : max(second.next, signature_end)]
 
     sig_block = parse_header_block(signature_part)
     sig_media = MediaInfo(sig_block)
@@ -156,7 +165,7 @@ def _multipart_signed(media: MediaInfo, body: bytes) -> Smime:
 
 
 def _signed_delimiters(
-    body: bytes, boundary: bytes
+    message: bytes, boundary: bytes, body_start: int
 ) -> tuple[Delimiter, Delimiter, Delimiter | None]:
     """Return the delimiters before the content, the signature and the close.
 
@@ -164,7 +173,7 @@ def _signed_delimiters(
     delimiter is accepted, as mail readers do; the signature part then runs to the end.
     """
     found: list[Delimiter] = []
-    for delimiter in delimiters(body, boundary):
+    for delimiter in delimiters(message, boundary, body_start):
         found.append(delimiter)
         if len(found) == 3:
             break
@@ -181,8 +190,10 @@ def _signed_delimiters(
     return found[0], found[1], found[2] if len(found) == 3 else None
 
 
-def decode_cms_body(body: bytes, transfer_encoding: str, body_name: str) -> bytes:
-    """Return the DER of a body that carries a CMS object.
+def decode_cms_body(
+    body: bytes, transfer_encoding: str, body_name: str, *, start: int = 0
+) -> bytes:
+    """Return the DER of a body, `body[start:]`, that carries a CMS object.
 
     base64 is decoded leniently, binary and 8bit bodies are taken as they are, and a
     7bit or unlabelled body is decoded as base64 when it is base64 text, because
@@ -190,13 +201,13 @@ def decode_cms_body(body: bytes, transfer_encoding: str, body_name: str) -> byte
     Raises MalformedMimeError for an empty body or invalid base64.
     """
     if transfer_encoding == "quoted-printable":
-        der = decode_quoted_printable(body)
+        der = decode_quoted_printable(body[start:])
     elif transfer_encoding == "base64" or (
-        transfer_encoding not in ("binary", "8bit") and looks_like_base64(body)
+        transfer_encoding not in ("binary", "8bit") and looks_like_base64(body, start)
     ):
-        der = decode_base64(body, body_name)
+        der = decode_base64(body, body_name, start)
     else:
-        der = _without_trailing_bytes(body)
+        der = _without_trailing_bytes(body[start:])
     if not der:
         raise MalformedMimeError(
             f"{body_name} is empty, but it must contain a CMS object"
@@ -230,13 +241,34 @@ def cms_content_type(der: bytes) -> str:
     Raises MalformedMimeError when `der` does not start with a ContentInfo.
     """
     try:
-        content_type = cms.ContentInfo.load(der)["content_type"].native
+        content_type = _content_type_of_der(der)
+        if content_type is None:
+            content_type = cms.ContentInfo.load(der)["content_type"].native
     except (ValueError, TypeError, KeyError) as err:
         raise MalformedMimeError(
             "body is not a DER CMS ContentInfo (RFC 5652 section 3), so it cannot be "
             "decrypted or verified"
         ) from err
     return str(content_type)
+
+
+def _content_type_of_der(der: bytes) -> str | None:
+    """Read the content type of a DER ContentInfo without asn1crypto's copies.
+
+    asn1crypto copies the content of a ContentInfo to reach its first field, which
+    costs a copy of a large message. This reads the same headers that asn1crypto
+    checks there and returns None for any other encoding (BER included).
+    """
+    outer = read_tlv(der, 0, len(der))
+    if outer is None or outer.tag != 0x30:
+        return None
+    oid = read_tlv(der, outer.contents, outer.end)
+    if oid is None or oid.tag != 0x06:
+        return None
+    content = read_tlv(der, oid.end, outer.end)
+    if content is None or content.tag != 0xA0 or content.end != outer.end:
+        return None
+    return str(cms.ContentType.load(der[oid.start : oid.end]).native)
 
 
 def kind_of_cms(der: bytes) -> SmimeKind:

@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-# The size of the memoryviews that `Pieces.views` yields at most; each step that
-# reads them (a hash, a cipher) then allocates no more than this per call.
+# The maximum size of the memoryviews that `Pieces.views` yields. A step that reads
+# them (a hash, a cipher) then allocates no more than this per call.
 WINDOW = 256 * 1024
 
 
@@ -62,7 +62,10 @@ class Pieces:
                 yield view[offset : min(offset + window, span.end)]
 
     def join(self) -> bytes:
-        """Return the whole byte string as one bytes object (a copy)."""
+        """Return the whole byte string as one bytes object.
+
+        This is a copy, unless the pieces are one whole bytes object.
+        """
         if len(self._spans) == 1 and len(self._spans[0].data) == self._size:
             return self._spans[0].data
         return b"".join(self.views(self._size or 1))
@@ -70,8 +73,9 @@ class Pieces:
     def count(self, sub: bytes) -> int:
         """Count `sub` as `bytes.count` of the joined string would.
 
-        Exact for a `sub` that cannot overlap itself ("\\r\\n", a MIME boundary);
-        an occurrence across two spans is counted in the span where it ends.
+        The count is exact for a `sub` that cannot overlap itself, such as "\\r\\n"
+        or a MIME boundary. An occurrence across two spans counts once, in the span
+        where it ends.
         """
         total = 0
         for window, span in self._windows(len(sub)):
@@ -88,7 +92,7 @@ class Pieces:
     def _windows(self, length: int) -> Iterator[tuple[bytes, Span]]:
         """Yield each span with the bytes around its start that `length` can cross.
 
-        The window holds the last `length - 1` bytes before the span and the first
+        The window contains the last `length - 1` bytes before the span and the first
         `length - 1` of the span, so any occurrence in it starts before the span
         and ends inside it.
         """
@@ -119,5 +123,5 @@ def gather(size: int, chunks: Iterable[bytes | memoryview]) -> bytearray:
             view[position:end] = chunk
             position = end
     if position != size:
-        raise ValueError(f"chunks hold {position} bytes, not the stated {size}")
+        raise ValueError(f"chunks contain {position} bytes, not the stated {size}")
     return out

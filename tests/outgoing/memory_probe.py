@@ -4,8 +4,8 @@ Run from the repository root:
 
     .venv/bin/python -m tests.outgoing.memory_probe --size-mb 30 --direction outgoing
 
-For each measure, a fresh subprocess builds the keys and the message, then runs only
-the S/MIME step: `protect_message` for outgoing (RSA-2048 signer, one RSA-2048
+For each measure, a fresh subprocess builds the keys and the message. It then runs
+only the S/MIME step: `protect_message` for outgoing (RSA-2048 signer, one RSA-2048
 recipient, SHA-256, detached signature, AES-256-CBC), or `IncomingProcessor.open`
 for incoming (the message that the benchmark sends: signed by a correspondent and
 encrypted to an internal user). It prints two figures, each in MB and as a multiple

@@ -24,8 +24,8 @@ from services.crypto.outgoing import Signer, protect_message
 from tests.crypto.test_mime_support import Pki, make_pki, openssl_cms
 
 BODY_SIZE = 8_000_000
-# Measured peaks are 1.65 (text) and 1.60 (attachment) times the message; the
-# bound leaves room for library changes and stays far below the 8.2 times of the
+# Measured peaks are 1.65 (text) and 1.60 (attachment) times the message. The
+# bound leaves room for library changes, and stays far below the 8.2 times of the
 # code that copied the message at each step.
 MAX_PEAK_RATIO = 2.0
 

@@ -182,9 +182,10 @@ class IngressHandler:
             )
             return REPLY_TEMPFAIL
         log.info(
-            "accepted message of %d bytes for %d recipients from %s",
+            "accepted message of %d bytes for %d recipient%s from %s",
             ref.size,
             len(envelope.rcpt_tos),
+            "" if len(envelope.rcpt_tos) == 1 else "s",
             client.address,
         )
         return f"250 2.0.0 Ok: queued as {queue_id}"

@@ -17,7 +17,7 @@ import nats.errors
 from services.crypto import keystore, keyvault
 from smimegw import natsauth
 from smimegw.client import connect
-from smimegw.commands import CommandError, add_config
+from smimegw.commands import CommandError, add_config, plural
 from smimegw.settings import Settings, load_settings
 
 
@@ -51,7 +51,8 @@ def cmd_rotate_kek(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     result = asyncio.run(rotate(settings))
     print(
-        f"sealed {result.resealed} keys under the new KEK {result.new_kek_id} "
+        f"sealed {plural(result.resealed, 'key')} under the new KEK "
+        f"{result.new_kek_id} "
         f"({result.unchanged} were already); {settings.kek_path} is the new KEK"
     )
     retired = keyvault.retired_kek_path(settings.kek_path)

@@ -70,7 +70,7 @@ async def test_old_mail_decrypts_after_rotation(incoming: Incoming) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    assert "sealed 1 keys" in done.stdout
+    assert "sealed 1 key " in done.stdout
 
     new_id = keyvault.load_kek(kek_path).kek_id.hex()
     assert new_id != old_id

@@ -80,7 +80,7 @@ def test_run_serves_cli_api_and_rotation(tmp_path: Path) -> None:
 
         rotated = smimegw(config, "keys", "rotate-kek")
         assert rotated.returncode == 0, rotated.stderr
-        assert "sealed 1 keys" in rotated.stdout
+        assert "sealed 1 key " in rotated.stdout
     finally:
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=90) == 0

@@ -104,13 +104,16 @@ class MailHeld(Event):
 
 
 class MailReleased(Event):
-    """Held recipients sent on, because a certificate arrived or the hold timed out."""
+    """Held recipients no longer held: a certificate arrived, or they bounce.
+
+    They bounce when the hold timed out or an operator dropped them.
+    """
 
     TYPE: ClassVar[str] = "mail.released"
     type: Literal["mail.released"]
     plan_id: str
     recipients: tuple[str, ...]
-    outcome: Literal["certificate-imported", "timed-out"]
+    outcome: Literal["certificate-imported", "timed-out", "dropped"]
 
 
 class MailUnprotected(Event):

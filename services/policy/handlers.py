@@ -169,8 +169,9 @@ class HeldCommands:
     async def held_drop(self, command: HeldDrop) -> CommandReply:
         results = []
         for copy in await self._select(command.queue_id, command.recipient):
-            await self.holds.drop(copy)
-            results.append({**held_view(copy), "outcome": "dropped"})
+            dropped = await self.holds.drop(copy)
+            outcome = "dropped" if dropped else "released-meanwhile"
+            results.append({**held_view(copy), "outcome": outcome})
         return CommandReply(ok=True, result=results)
 
     async def _select(self, queue_id: str, recipient: str | None) -> list[HeldCopy]:

@@ -2,11 +2,14 @@
 
 A held copy is an entry in the `held` bucket: the received event, the held
 recipient and the plan's place among the message's plans. Every policy replica
-checks the bucket periodically. A release publishes its events with ids derived
-from the plan, before the entry is deleted, so two replicas releasing the same
-copy publish it once (JetStream deduplication) and a crash in between releases it
-again rather than losing it. An operator lists, releases and drops held copies
-with `smimegw held`, which reaches the same release path.
+checks the bucket periodically. Whoever decides a copy's fate (a release, a
+timeout, an operator's drop) first claims the entry by writing the decision to
+it with compare-and-set on its revision, so a release and a drop racing each
+other cannot both happen. The events, with ids derived from the plan, are
+published after the claim and before the entry is deleted: a crash in between
+leaves the claimed entry, and the next check carries out the same decision
+again, with the same event ids, which JetStream deduplicates. An operator
+lists, releases and drops held copies with `smimegw held`.
 """
 
 from __future__ import annotations
@@ -16,12 +19,16 @@ import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 import nats.errors
-from nats.js.errors import KeyNotFoundError, NoKeysError
+from nats.js.errors import (
+    KeyNotFoundError,
+    KeyWrongLastSequenceError,
+    NoKeysError,
+)
 from nats.js.kv import KeyValue
 
 from schemas import MailReceived, MailReleased, MailRouted
@@ -29,6 +36,9 @@ from smimegw import streams
 from smimegw.runtime import Runtime
 
 log = logging.getLogger("smimegw.policy")
+
+
+ReleaseOutcome = Literal["certificate-imported", "timed-out", "dropped"]
 
 
 @dataclass
@@ -46,16 +56,21 @@ class HeldCopy:
     # can help (no From, or an envelope sender other than From) and for copies
     # held before the field existed.
     waits_for: str | None = None
+    # The decision claimed for this copy, carried out but maybe not finished.
+    claimed: ReleaseOutcome | None = None
+    # The entry's revision in the bucket when it was read; not stored.
+    revision: int = field(default=0, compare=False)
 
     def encode(self) -> bytes:
-        return json.dumps(asdict(self)).encode()
+        data = asdict(self)
+        del data["revision"]
+        return json.dumps(data).encode()
 
     @classmethod
-    def decode(cls, data: bytes) -> HeldCopy:
-        return cls(**json.loads(data))
+    def decode(cls, data: bytes, revision: int = 0) -> HeldCopy:
+        return cls(**json.loads(data), revision=revision)
 
 
-ReleaseOutcome = Literal["certificate-imported", "timed-out"]
 # RFC 3463 X.7.1, delivery not authorized: the operator refused this copy.
 DROPPED_STATUS = "5.7.1"
 
@@ -95,7 +110,7 @@ class HoldQueue:
                 entry = await kv.get(key)
             except KeyNotFoundError:
                 continue  # released meanwhile
-            copies.append(HeldCopy.decode(entry.value or b"{}"))
+            copies.append(HeldCopy.decode(entry.value or b"{}", entry.revision or 0))
         return copies
 
     async def check(self, replan: Replan, now: datetime | None = None) -> int:
@@ -111,13 +126,17 @@ class HoldQueue:
     ) -> ReleaseOutcome | None:
         """Send the copy on if its certificate exists or its hold timed out.
 
-        Returns the outcome, or None while the copy must still wait. The
-        periodic check and the operator's `held release` both come here.
+        Returns the outcome, or None while the copy must still wait or another
+        replica or an operator decided its fate first. The periodic check and
+        the operator's `held release` both come here; a copy claimed by a drop
+        that did not finish is dropped.
         """
+        if copy.claimed == "dropped":
+            return "dropped" if await self.drop(copy) else None
         received = MailReceived.decode(copy.received.encode())
         release_by = datetime.fromisoformat(copy.release_by)
         outcome: ReleaseOutcome
-        if now >= release_by:
+        if copy.claimed == "timed-out" or (copy.claimed is None and now >= release_by):
             routed = MailRouted.create(
                 cause=received,
                 key=f"{copy.plan_id}/release",
@@ -139,27 +158,23 @@ class HoldQueue:
                 return None
             routed = planned
             outcome = "certificate-imported"
-        await self.runtime.publish(
-            MailReleased.create(
-                cause=received,
-                key=copy.plan_id,
-                plan_id=copy.plan_id,
-                recipients=(copy.recipient,),
-                outcome=outcome,
-            )
-        )
+        if not await self._claim(copy, outcome):
+            return None
+        await self._publish_released(received, copy, outcome)
         await self.runtime.publish(routed)
         await self._forget(copy)
         log.info("released held copy %s: %s", copy.plan_id, outcome)
         return outcome
 
-    async def drop(self, copy: HeldCopy) -> None:
-        """Bounce the copy to its sender at the operator's request."""
+    async def drop(self, copy: HeldCopy) -> bool:
+        """Bounce the copy to its sender at the operator's request.
+
+        Returns False when the copy was released or dropped meanwhile.
+        """
+        if not await self._claim(copy, "dropped"):
+            return False
         received = MailReceived.decode(copy.received.encode())
-        # NOTE: no mail.released event goes with it, because its outcome names
-        # only certificate-imported and timed-out; the bounce's reason records
-        # the drop. A periodic check that releases this copy at the same moment
-        # still sends it, so the sender may get a bounce for a delivered copy.
+        await self._publish_released(received, copy, "dropped")
         await self.runtime.publish(
             MailRouted.create(
                 cause=received,
@@ -177,6 +192,39 @@ class HoldQueue:
         )
         await self._forget(copy)
         log.info("dropped held copy %s at the operator's request", copy.plan_id)
+        return True
+
+    async def _claim(self, copy: HeldCopy, outcome: ReleaseOutcome) -> bool:
+        """Record `outcome` in the entry unless someone changed it since it was read."""
+        if copy.claimed == outcome:
+            return True  # claimed before a crash: finish the same decision
+        if copy.claimed is not None:
+            return False
+        kv = await self.kv()
+        claimed = replace(copy, claimed=outcome)
+        try:
+            await kv.update(copy.plan_id, claimed.encode(), last=copy.revision)
+        except (KeyWrongLastSequenceError, KeyNotFoundError):
+            log.info(
+                "held copy %s was released or dropped meanwhile; %s skipped",
+                copy.plan_id,
+                outcome,
+            )
+            return False
+        return True
+
+    async def _publish_released(
+        self, received: MailReceived, copy: HeldCopy, outcome: ReleaseOutcome
+    ) -> None:
+        await self.runtime.publish(
+            MailReleased.create(
+                cause=received,
+                key=copy.plan_id,
+                plan_id=copy.plan_id,
+                recipients=(copy.recipient,),
+                outcome=outcome,
+            )
+        )
 
     async def _forget(self, copy: HeldCopy) -> None:
         # Deleted only after its events are published. After a crash in between

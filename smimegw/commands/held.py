@@ -38,6 +38,11 @@ def _describe(result: dict[str, Any]) -> str:
         return f"bounced {copy}: its hold timed out at {result['timeout']}"
     if outcome == "dropped":
         return f"dropped {copy}: the sender gets a bounce"
+    if outcome == "released-meanwhile":
+        return (
+            f"{copy} was not dropped: it was released or dropped meanwhile; "
+            f"`smimegw trace {result['queue_id']}` shows what happened"
+        )
     waits_for = result["waits_for"]
     fix = (
         f"import a certificate for {waits_for}"
@@ -72,7 +77,7 @@ def cmd_drop(args: argparse.Namespace) -> int:
         print(json.dumps(results, indent=2))
     else:
         print("\n".join(_describe(result) for result in results))
-    return 0
+    return 0 if all(r["outcome"] == "dropped" for r in results) else 1
 
 
 def register(commands: Any) -> None:

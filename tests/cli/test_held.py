@@ -4,15 +4,26 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from services.policy.handlers import PolicyHandlers
+from services.policy.service import PolicyService
 from smimegw.service import SERVICE_NAMES
 from tests.cli.conftest import Cli
 from tests.config.conftest import THUNDERBIRD, Admin
 from tests.conftest import gateway_settings
-from tests.harness import Gateway, NatsServer, SinkServer, free_port, wait_until
+from tests.harness import (
+    Gateway,
+    NatsServer,
+    SinkServer,
+    audit_events,
+    free_port,
+    wait_until,
+)
 from tests.outgoing.conftest import Outgoing, decrypt, export_pems, verify
 
 TEXT = (
@@ -167,3 +178,58 @@ async def test_held_waits_for_signing_key(smimegw: Cli, outgoing: Outgoing) -> N
     released = await smimegw("held", "release", copies[0]["queue_id"])
     assert released.status == 1
     assert "stays held" in released.out
+
+
+def policy_of(outgoing: Outgoing) -> PolicyHandlers:
+    _, service = outgoing.gateway.services["policy"]
+    assert isinstance(service, PolicyService)
+    return service.handlers
+
+
+async def test_release_and_drop_of_one_copy_cannot_both_happen(
+    smimegw: Cli, outgoing: Outgoing
+) -> None:
+    """Whoever claims the copy first decides; the other one finds it taken."""
+    queue_id = await outgoing.send(["eve@example.com"], TEXT)
+    await held_copies(smimegw, 1)
+    policy = policy_of(outgoing)
+    [read_by_operator] = await policy.holds.entries()
+    [read_by_check] = await policy.holds.entries()
+    eve = await outgoing.admin.external("eve@example.com", outgoing.keys.cert("Eve"))
+    assert eve.ok, eve.error
+
+    assert await policy.holds.drop(read_by_operator)
+    now = datetime.now(UTC)
+    assert await policy.holds.release(read_by_check, policy.replan, now) is None
+
+    (dsn,) = await outgoing.sink.wait_for(1, timeout=30)
+    assert dsn.recipients == ["alice@example.com"]
+    assert b"dropped by operator" in dsn.content
+    assert await held_copies(smimegw, 0) == []
+
+    async def released() -> list[dict[str, Any]]:
+        events = await audit_events(outgoing.gateway.url, queue_id=queue_id)
+        return [e for e in events if e["type"] == "mail.released"]
+
+    await wait_until(released, timeout=30)
+    assert [e["outcome"] for e in await released()] == ["dropped"]
+    assert len(outgoing.sink.messages) == 1
+
+
+async def test_claimed_drop_is_finished_by_the_next_check(
+    smimegw: Cli, outgoing: Outgoing
+) -> None:
+    """A drop that crashed after its claim is carried out by the periodic check."""
+    await outgoing.send(["eve@example.com"], TEXT)
+    await held_copies(smimegw, 1)
+    policy = policy_of(outgoing)
+    [copy] = await policy.holds.entries()
+    # The claim is written, then the replica dies before publishing anything.
+    assert await policy.holds._claim(copy, "dropped")
+    [claimed] = await held_copies(smimegw, 1)
+    assert claimed["recipient"] == "eve@example.com"
+
+    assert await policy.holds.check(policy.replan) == 1
+    (dsn,) = await outgoing.sink.wait_for(1, timeout=30)
+    assert b"dropped by operator" in dsn.content
+    assert await held_copies(smimegw, 0) == []

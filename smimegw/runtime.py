@@ -106,6 +106,10 @@ class Runtime:
             # this level; the services log each outcome themselves with the
             # ids that matter, so per-message lines are debug output.
             log_level=logging.DEBUG,
+            # Handlers take the bus message as it is (see consume). With
+            # FastStream's dependency injection on, resolving the message
+            # argument ran in a worker thread for every message.
+            apply_types=False,
             middlewares=(
                 NatsTelemetryMiddleware(tracer_provider=self.tracer_provider),
                 NatsPrometheusMiddleware(
@@ -260,12 +264,20 @@ class Runtime:
             inbox_prefix=f"{natsauth.inbox_of(self.settings)}.".encode(),
             title=f"{self.service}:{subject}",
             description=f"{event_type.__doc__ or ''} Consumed by {self.service}.",
+            # The wrapper decodes the event itself, strictly; FastStream's
+            # decoder would parse the JSON once more for nothing.
+            decoder=_undecoded,
         )
+        context = self.broker.context
 
-        async def on_message(msg: NatsMessage) -> None:
-            await wrapper(msg)
+        async def on_message(_: bytes) -> None:
+            await wrapper(context.get_local("message"))
 
         subscriber(on_message)
+
+
+async def _undecoded(msg: NatsMessage) -> bytes:
+    return msg.body
 
 
 class _ConsumerWrapper:

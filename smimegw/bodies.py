@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import AsyncIterable
 from typing import Final
 
 from nats.aio.client import Client
@@ -90,6 +91,59 @@ class BodyStore:
         return BodyRef(
             key=key, size=size, sha256=digest.hexdigest(), chunks=len(offsets)
         )
+
+    async def put_chunks(
+        self, key: str, chunks: AsyncIterable[bytes | memoryview], timeout: float = 10.0
+    ) -> BodyRef:
+        """Store the concatenation of `chunks` under `key`, as put stores a body.
+
+        The body is published while `chunks` produces it, in the chunks that put
+        would make, so a producer that writes a large body in pieces never has it all
+        whole. At most _PARALLEL_CHUNKS chunks wait for their ack at a time.
+        """
+        semaphore = asyncio.Semaphore(_PARALLEL_CHUNKS)
+        digest = hashlib.sha256()
+        tasks: list[asyncio.Task[None]] = []
+        buffer = bytearray()
+        size = 0
+
+        async def publish(index: int, chunk: bytes) -> None:
+            try:
+                await self._js.publish(
+                    f"body.{key}.{index}",
+                    chunk,
+                    stream=BODIES,
+                    timeout=timeout,
+                    headers={"Nats-Msg-Id": f"{key}.{index}"},
+                )
+            finally:
+                semaphore.release()
+
+        async def send(length: int) -> None:
+            for task in tasks:
+                if task.done():
+                    task.result()  # raises the error of a chunk that failed, as put
+            await semaphore.acquire()
+            with memoryview(buffer) as view:
+                chunk = bytes(view[:length])
+            del buffer[:length]
+            tasks.append(asyncio.create_task(publish(len(tasks), chunk)))
+
+        try:
+            async for piece in chunks:
+                digest.update(piece)
+                size += len(piece)
+                buffer += piece
+                while len(buffer) >= self._chunk_size:
+                    await send(self._chunk_size)
+            if buffer or not tasks:
+                # put stores an empty body as one empty chunk, too.
+                await send(len(buffer))
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+        return BodyRef(key=key, size=size, sha256=digest.hexdigest(), chunks=len(tasks))
 
     async def get(self, ref: BodyRef) -> bytes:
         chunks = await asyncio.gather(

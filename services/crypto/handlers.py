@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 
 from schemas import (
@@ -23,11 +24,23 @@ log = logging.getLogger("smimegw.crypto")
 
 
 @dataclass(frozen=True)
+class StreamedBody:
+    """A body that is produced chunk by chunk while it is stored.
+
+    Producing a chunk can be CPU-bound work (encryption), so chunks are read in a
+    worker thread.
+    """
+
+    size: int
+    chunks: Iterator[bytes | memoryview] = field(repr=False)
+
+
+@dataclass(frozen=True)
 class Transformed:
     """A new body for a plan, what was done to make it, and events to publish."""
 
     # A bytearray when it was written in place (see outgoing.protect_message).
-    body: bytes | bytearray
+    body: bytes | bytearray | StreamedBody
     operations: tuple[CryptoOperation, ...]
     events: tuple[Event, ...] = field(default=())
 
@@ -79,14 +92,20 @@ class CryptoHandlers:
             result = await transform(event, message)
             done = ",".join(op.operation for op in result.operations)
             span.set_attribute("smimegw.crypto.operations", done)
-        # The received body is not needed any more: freed before the result is
-        # stored, so a large message and its result are not both held longer.
+        # Freed here, unless a streamed result still reads from it, so that a large
+        # message is not held while its result is stored.
         del message
         for extra in result.events:
             await self.runtime.publish(extra)
         count_results(result)
         key = event.plan_id
-        ref = await self.runtime.bodies.put(key, result.body)
+        if isinstance(result.body, StreamedBody):
+            # NOTE: the encryption of a streamed body runs here, after the stage
+            # span has ended, so that span does not show its time.
+            chunks = read_in_thread(result.body.chunks)
+            ref = await self.runtime.bodies.put_chunks(key, chunks)
+        else:
+            ref = await self.runtime.bodies.put(key, result.body)
         return MailProcessed.create(
             cause=event,
             sender=event.sender,
@@ -98,6 +117,30 @@ class CryptoHandlers:
             original_body=event.body.key,
             plans=event.groups,
         )
+
+
+async def read_in_thread(
+    chunks: Iterator[bytes | memoryview],
+) -> AsyncIterator[bytes | memoryview]:
+    """Yield `chunks`, reading about 1 MiB of them per hop to a worker thread."""
+    while batch := await asyncio.to_thread(_take, chunks, _BATCH_BYTES):
+        for chunk in batch:
+            yield chunk
+
+
+_BATCH_BYTES = 1024 * 1024
+
+
+def _take(chunks: Iterator[bytes | memoryview], size: int) -> list[bytes | memoryview]:
+    """Read chunks until they add up to `size` bytes or run out."""
+    batch: list[bytes | memoryview] = []
+    total = 0
+    for chunk in chunks:
+        batch.append(chunk)
+        total += len(chunk)
+        if total >= size:
+            break
+    return batch
 
 
 def count_results(result: Transformed) -> None:

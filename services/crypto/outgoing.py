@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from schemas import CryptoOperation, MailRouted, ProfileSpec
 from services.crypto.cms import envelope, signed
 from services.crypto.cms.errors import CmsError
-from services.crypto.handlers import Transformed
+from services.crypto.handlers import StreamedBody, Transformed
 from services.crypto.keystore import KeyStore
 from services.crypto.mime import canonical, encoding, outgoing
 from services.crypto.mime.errors import MimeError
@@ -31,6 +31,10 @@ from smimegw.configstate import BindingEntry, ConfigFollower
 from smimegw.runtime import PermanentError
 
 log = logging.getLogger("smimegw.crypto")
+
+# Results of more bytes than this are stored while they are produced. Smaller ones
+# are made in one go, which takes one hop to a worker thread instead of several.
+STREAM_ABOVE = 1024 * 1024
 
 # Content encryption that is allowed but reported as weak in every event.
 WEAK_CONTENT = frozenset({"3des-cbc"})
@@ -54,11 +58,27 @@ def protect_message(
     """Sign, then encrypt, as `profile` specifies. CPU-bound: run it in a thread.
 
     `content_algorithm` replaces the profile's algorithm, as the plan chose it.
-
-    Memory: the body of `message` is read in place wherever canonical form keeps
-    it, the content is encrypted and base64-encoded chunk by chunk, and the
-    result is written once into a buffer of its final size. So a large 7-bit
+    The result is written once into a buffer of its final size, so a large 7-bit
     message costs about its own size again for the result, plus a few MiB.
+    """
+    size, chunks = protect_chunks(
+        message, profile, signer, recipients, content_algorithm
+    )
+    return gather(size, chunks)
+
+
+def protect_chunks(
+    message: bytes,
+    profile: ProfileSpec,
+    signer: Signer | None,
+    recipients: list[x509.Certificate],
+    content_algorithm: str | None = None,
+) -> tuple[int, Iterator[bytes | memoryview]]:
+    """Protect as protect_message does; return the result's size and its chunks.
+
+    Canonical form and the signature are made now. Encryption and base64 run as
+    the chunks are read, which is CPU-bound work too. The body of `message` is read
+    in place wherever canonical form keeps it, so the chunks refer to `message`.
     """
     algorithm = content_algorithm or profile.algorithm
     outer, head, body_start = outgoing.split_fields(message)
@@ -92,7 +112,7 @@ def protect_message(
         )
         size, chunks = _pkcs7_mime(encrypted.size, encrypted.chunks, smime_type)
     message_head = outgoing.message_head(outer)
-    return gather(len(message_head) + size, chain([message_head], chunks))
+    return len(message_head) + size, chain([message_head], chunks)
 
 
 def _pkcs7_mime(
@@ -102,6 +122,25 @@ def _pkcs7_mime(
     head = outgoing.pkcs7_mime_head(smime_type)
     size = len(head) + encoding.base64_lines_size(der_size)
     return size, chain([head], encoding.encode_base64_chunks(der))
+
+
+def protect_body(
+    message: bytes,
+    profile: ProfileSpec,
+    signer: Signer | None,
+    recipients: list[x509.Certificate],
+    content_algorithm: str,
+) -> bytearray | StreamedBody:
+    """Protect a message whole, or as chunks to store while they are made when large.
+
+    A large result is never held whole: only the chunks that wait to be stored.
+    """
+    size, chunks = protect_chunks(
+        message, profile, signer, recipients, content_algorithm
+    )
+    if size > STREAM_ABOVE:
+        return StreamedBody(size, chunks)
+    return gather(size, chunks)
 
 
 def _rsa_padding(profile: ProfileSpec, key: PrivateKeyTypes) -> signed.RsaPadding:
@@ -175,7 +214,7 @@ class OutgoingProcessor:
             )
         try:
             body = await asyncio.to_thread(
-                protect_message, message, profile, signer, recipients, algorithm
+                protect_body, message, profile, signer, recipients, algorithm
             )
         except (MimeError, CmsError) as err:
             # Retrying cannot change the message: park it with the reason.

@@ -99,7 +99,7 @@ class BodyStore:
 
         The body is published while `chunks` produces it, in the chunks that put
         would make, so a producer that writes a large body in pieces never has it all
-        whole. At most _PARALLEL_CHUNKS chunks wait for their ack at a time.
+        in memory. At most _PARALLEL_CHUNKS chunks wait for their ack at a time.
         """
         semaphore = asyncio.Semaphore(_PARALLEL_CHUNKS)
         digest = hashlib.sha256()

@@ -26,6 +26,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 from opentelemetry.trace.span import format_trace_id
 
@@ -95,11 +96,20 @@ def remove_span_processor(processor: SpanProcessor) -> None:
 
 
 def build_tracer_provider(service: str, settings: TelemetrySettings) -> TracerProvider:
-    """Build service `service`'s tracer provider, exporting when configured."""
+    """Build service `service`'s tracer provider, exporting when configured.
+
+    Spans are recorded only when something receives them: an OTLP endpoint or
+    a processor added with add_span_processor. Otherwise every span is a
+    non-recording one, which still carries the trace id from `traceparent` to
+    the next service and into log lines and audit records, at a fraction of
+    the cost of a recorded span.
+    """
+    exporting = bool(settings.otlp_endpoint) or bool(_extra_processors)
     provider = TracerProvider(
         resource=Resource.create(
             {"service.name": f"smimegw-{service}", "service.namespace": "smimegw"}
         ),
+        sampler=ALWAYS_ON if exporting else ALWAYS_OFF,
     )
     if settings.otlp_endpoint:
         # Imported here: only a configured exporter needs the OTLP packages.

@@ -14,8 +14,11 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
 )
 from opentelemetry.trace.span import format_trace_id
 
+from smimegw import telemetry
 from smimegw.cli import main
-from tests.harness import Gateway, SinkServer, audit_events, wait_until
+from smimegw.service import SERVICE_NAMES
+from tests.conftest import gateway_settings
+from tests.harness import Gateway, NatsServer, SinkServer, audit_events, wait_until
 from tests.observability.conftest import send
 
 
@@ -168,3 +171,42 @@ async def test_trace_includes_bounce_and_dsn(
     assert dsn[0]["decision"] == "DSN"
     assert dsn[0]["service"] == "delivery"
     assert len({s["trace_id"] for s in steps}) == 1
+
+
+async def test_without_exporter_trace_ids_still_flow(
+    tmp_path: Path,
+    nats_server: NatsServer,
+    sink: SinkServer,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """No OTLP endpoint: no span is recorded, and one trace id still ties a message.
+
+    The services pass the trace id that the SMTP transaction started on in
+    `traceparent`, so the audit records and log lines carry it all the same.
+    """
+    settings = gateway_settings(
+        tmp_path,
+        nats={"url": nats_server.url},
+        delivery={"relay_host": f"127.0.0.1:{sink.port}"},
+    )
+    provider = telemetry.build_tracer_provider("test", settings.telemetry)
+    with provider.get_tracer("test").start_as_current_span("probe") as span:
+        assert not span.is_recording()
+        assert span.get_span_context().is_valid
+    gateway = Gateway(settings, nats_server.url)
+    await gateway.start(SERVICE_NAMES)
+    try:
+        queue_id = await send(gateway, ["carol@example.net"])
+        await wait_delivered(gateway, queue_id)
+        config = write_config(gateway, tmp_path)
+        status, out = await run_cli(
+            ["trace", queue_id, "--json", "--config", str(config)], capsys
+        )
+    finally:
+        await gateway.stop()
+    assert status == 0
+    steps = json.loads(out)
+    assert len(steps) == 4
+    trace_ids = {s["trace_id"] for s in steps}
+    assert len(trace_ids) == 1
+    assert int(trace_ids.pop(), 16) != 0

@@ -39,8 +39,10 @@ class StreamedBody:
 class Transformed:
     """A new body for a plan, what was done to make it, and events to publish."""
 
-    # A bytearray when it was written in place (see outgoing.protect_message).
-    body: bytes | bytearray | StreamedBody
+    # A bytearray when it was written in place (see outgoing.protect_message). Not
+    # in the repr, which must never show a message body (asyncio reprs the results
+    # of tasks, and a 30 MB body made a repr of over 100 MB).
+    body: bytes | bytearray | StreamedBody = field(repr=False)
     operations: tuple[CryptoOperation, ...]
     events: tuple[Event, ...] = field(default=())
 

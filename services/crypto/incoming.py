@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from schemas import Event, MailDecrypted, MailRouted, SignerReport
 from services.crypto.cms.envelope import (
+    Decrypted,
     RecipientId,
     RecipientKey,
     decrypt,
@@ -50,7 +51,11 @@ from services.crypto.mime import (
     replace_body,
     strip_headers,
 )
-from services.crypto.mime.headers import MediaInfo, parse_header_block
+from services.crypto.mime.headers import (
+    MediaInfo,
+    parse_header_block,
+    parse_header_block_at,
+)
 from services.crypto.result_headers import RESULT_HEADERS, signer_verdict
 from smimegw.configstate import BindingEntry, ConfigFollower
 from smimegw.telemetry import AttributeValue, checked_attributes, crypto_span
@@ -91,6 +96,8 @@ class IncomingProcessor:
                 MAX_LAYERS,
             )
 
+        # The innermost entity is not delivered: released before the result is built.
+        outcome.entity = b""
         events: list[Event] = [*outcome.decryptions]
         if outcome.signature_layers:
             events.append(verified_event(event, outcome.signature_layers))
@@ -130,20 +137,26 @@ class IncomingProcessor:
         Returns whether an inner entity was reached that may hold another layer.
         """
         try:
-            smime = await asyncio.to_thread(_detect, outcome.entity)
+            smime = await asyncio.to_thread(
+                _detect, outcome.entity, outcome.entity_start
+            )
         except MimeError as err:
             _report_unreadable(event, outcome, str(err))
             return False
 
         if smime.kind is SmimeKind.ENVELOPED:
             assert smime.der is not None
+            der = smime.der
+            # Only `der` refers to the DER now, so it is freed once decrypted.
+            del smime
             with crypto_span("decrypt", None, None) as span:
-                content = await self._decrypt(event, outcome, smime.der)
+                decrypted = await self._decrypt(event, outcome, der)
+                del der
+                opened = decrypted is not None and self._deliver_decrypted(
+                    event, outcome, *decrypted
+                )
                 span.set_attributes(_decryption_attributes(outcome.decryptions[-1]))
-            if content is None:
-                return False
-            outcome.entity = content
-            return True
+            return opened
         if smime.kind in (SmimeKind.OPAQUE_SIGNED, SmimeKind.DETACHED_SIGNED):
             with crypto_span("verify", None, None) as span:
                 inner = await self._verify(outcome, smime, sender)
@@ -151,15 +164,16 @@ class IncomingProcessor:
             if inner is None:
                 return False
             outcome.entity = inner
+            outcome.entity_start = 0
             return True
         return False
 
     async def _decrypt(
         self, event: MailRouted, outcome: Outcome, der: bytes
-    ) -> bytes | None:
-        """Decrypt an enveloped layer, report the outcome and return the entity.
+    ) -> tuple[Decrypted, BindingEntry] | None:
+        """Decrypt an enveloped layer; return the result and the binding whose key fit.
 
-        The decrypted entity replaces the body of `outcome.delivered`.
+        A failure is reported in `outcome`, and None returned.
         """
         index = len(outcome.decryptions)
         await self._sync_config(outcome)
@@ -202,21 +216,40 @@ class IncomingProcessor:
             record_decryption(outcome, event, index, "failed", str(err))
             return None
 
+        binding, _ = keys[result.recipient_fingerprint]
+        return result, binding
+
+    def _deliver_decrypted(
+        self,
+        event: MailRouted,
+        outcome: Outcome,
+        result: Decrypted,
+        binding: BindingEntry,
+    ) -> bool:
+        """Put the decrypted entity in place of the body of `outcome.delivered`.
+
+        The entity of the next layer is then read inside the new message, so the
+        decrypted content is not kept twice. Returns False when the entity is not
+        readable MIME, which is reported as a failed decryption.
+        """
+        index = len(outcome.decryptions)
         content = _wire_line_ends(result.content)
         try:
             delivered = outcome.delivered
-            if parse_header_block(content).first("MIME-Version") is not None:
+            if parse_header_block_at(content).first("MIME-Version") is not None:
                 # The entity brings its own MIME-Version field; one is enough.
                 delivered = strip_headers(delivered, ("MIME-Version",))
             delivered = replace_body(delivered, content)
         except MimeError as err:
             reason = f"the decrypted entity is not a readable MIME entity: {err}"
             record_decryption(outcome, event, index, "failed", reason)
-            return None
-        binding, _ = keys[result.recipient_fingerprint]
+            return False
         record_decrypted(outcome, event, index, result, binding)
         outcome.delivered = delivered
-        return content
+        # replace_body puts the entity last, byte for byte.
+        outcome.entity = delivered
+        outcome.entity_start = len(delivered) - len(content)
+        return True
 
     async def _verify(
         self, outcome: Outcome, smime: Smime, sender: str | None
@@ -339,13 +372,13 @@ def _layer_attributes(
     )
 
 
-def _detect(entity: bytes) -> Smime:
-    """Recognise the S/MIME layer of `entity`, trusting the CMS content type.
+def _detect(entity: bytes, start: int) -> Smime:
+    """Recognise the S/MIME layer of `entity[start:]`, trusting the CMS content type.
 
     The ContentInfo of an application/pkcs7-mime body decides its kind, whatever
     the smime-type parameter states, and also when that parameter is missing.
     """
-    smime = detect(entity)
+    smime = detect(entity, start)
     if smime.der is None or smime.kind is SmimeKind.DETACHED_SIGNED:
         return smime
     if smime.smime_type == "certs-only":
@@ -377,22 +410,27 @@ def _matching_bindings(
     ]
 
 
-def _wire_line_ends(entity: bytes) -> bytes:
+def _wire_line_ends(entity: bytes | memoryview) -> bytes | memoryview:
     """Return a decrypted entity with CRLF line ends when it has only bare LF.
 
     Some senders (NSS among them) encrypt the entity with LF line ends, while mail
     travels with CRLF. A body sent with Content-Transfer-Encoding binary is left as
     it is, since its bytes are not lines.
     """
-    if b"\r" in entity or b"\n" not in entity:
+    # Searched with re, which reads a memoryview in place.
+    if _CR.search(entity) is not None or _LF.search(entity) is None:
         return entity
     try:
-        encoding = MediaInfo(parse_header_block(entity)).transfer_encoding
+        encoding = MediaInfo(parse_header_block_at(entity)).transfer_encoding
     except MimeError:
         return entity
     if encoding == "binary":
         return entity
-    return entity.replace(b"\n", b"\r\n")
+    return bytes(entity).replace(b"\n", b"\r\n")
+
+
+_CR = re.compile(b"\r")
+_LF = re.compile(b"\n")
 
 
 def _report_unreadable(event: MailRouted, outcome: Outcome, reason: str) -> None:
@@ -401,7 +439,7 @@ def _report_unreadable(event: MailRouted, outcome: Outcome, reason: str) -> None
     Its Content-Type shows whether it claimed to be signed or enveloped.
     """
     try:
-        media = MediaInfo(parse_header_block(outcome.entity))
+        media = MediaInfo(parse_header_block_at(outcome.entity, outcome.entity_start))
     except MimeError:
         media = None
     smime_type = (media.param("smime-type") or "").strip().lower() if media else ""

@@ -41,8 +41,10 @@ class Outcome:
 
     plan_id: str
     delivered: bytes = field(repr=False)
-    # The entity of the layer being opened; the whole message at first.
+    # The entity of the layer being opened, from entity_start to its end; the whole
+    # message at first. A decrypted entity is read inside `delivered`, not copied.
     entity: bytes = field(repr=False)
+    entity_start: int = 0
     config_synced: bool = False
     signature_layers: list[tuple[SignerReport, ...]] = field(default_factory=list)
     decryptions: list[MailDecrypted] = field(default_factory=list)

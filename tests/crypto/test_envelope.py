@@ -629,7 +629,7 @@ def test_fran_corpus_decrypts(
     # Both of Fran's keys are offered; only the one the message names is used.
     decrypted = envelope.decrypt(der, list(fran.values()))
 
-    assert decrypted.content.rstrip(b"\r\n") == FRAN_TEXT
+    assert bytes(decrypted.content).rstrip(b"\r\n") == FRAN_TEXT
     assert decrypted.content_algorithm == algorithm
     assert decrypted.key_algorithm == key_algorithm
     fingerprint = fran[p12].certificate.fingerprint(hashes.SHA256()).hex()
@@ -709,7 +709,7 @@ def test_thunderbird_message_to_bob_decrypts() -> None:
         mime_payload(smime / "alice.env.eml"), [RecipientKey(certificate, key)]
     )
 
-    assert b"This is a test message from Alice to Bob." in decrypted.content
+    assert b"This is a test message from Alice to Bob." in bytes(decrypted.content)
 
 
 # --- Errors ------------------------------------------------------------------------

@@ -149,8 +149,11 @@ def decrypt(
     ciphertext: bytes | memoryview,
     tag: bytes | None,
     associated_data: bytes | None,
-) -> bytes | None:
-    """Decrypt checked ciphertext, or return None for a bad padding or tag."""
+) -> bytes | memoryview | None:
+    """Decrypt checked ciphertext, or return None for a bad padding or tag.
+
+    CBC plaintext comes back as a view without its padding, which is not a copy.
+    """
     if len(key) != cipher.key_size:
         return None
     if cipher.mode == "gcm":
@@ -164,18 +167,18 @@ def decrypt(
     return _unpad(padded, cipher.block_size)
 
 
-def _unpad(padded: bytes, block_size: int) -> bytes | None:
+def _unpad(padded: bytes, block_size: int) -> memoryview | None:
     """Remove RFC 5652 section 6.3 padding, or return None when it is invalid.
 
-    cryptography's PKCS7 unpadder would copy the plaintext twice, while this makes
-    one copy, the result.
+    cryptography's PKCS7 unpadder would copy the plaintext twice, while this
+    returns a view of it.
     """
     pad = padded[-1] if padded else 0
     if not 0 < pad <= block_size:
         return None
     if not hmac.compare_digest(padded[-pad:], bytes([pad]) * pad):
         return None
-    return padded[:-pad]
+    return memoryview(padded)[:-pad]
 
 
 def _decrypt_gcm(

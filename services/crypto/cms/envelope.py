@@ -83,7 +83,9 @@ class RecipientKey:
 class Decrypted:
     """The decrypted content and how it was protected."""
 
-    content: bytes = field(repr=False)
+    # For CBC content, a view of the padded plaintext without its padding, so that
+    # a large message is not copied to cut the padding off. bytes(content) copies.
+    content: bytes | memoryview = field(repr=False)
     content_algorithm: str  # a CONTENT_ALGORITHMS name
     # "rsa-pkcs1v15", "rsa-oaep-sha256", "ecdh-p256-sha256-aes128-wrap", ...
     key_algorithm: str

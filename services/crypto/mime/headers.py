@@ -135,6 +135,17 @@ def parse_header_block(data: bytes) -> HeaderBlock:
     return HeaderBlock(tuple(fields), pos, pos)
 
 
+def parse_header_block_at(data: bytes | memoryview, start: int = 0) -> HeaderBlock:
+    """Parse the header block at `data[start:]`, as parse_header_block does.
+
+    Offsets in the result count from `start`. Only the bytes that
+    parse_header_block can read are copied, so a large body is not.
+    """
+    if start == 0 and isinstance(data, bytes):
+        return parse_header_block(data)
+    return parse_header_block(bytes(data[start : start + MAX_HEADER_BLOCK_BYTES + 2]))
+
+
 def _field(data: bytes, name: str, start: int, end: int) -> HeaderField:
     return HeaderField(name, data[start:end], start, end)
 

@@ -15,7 +15,7 @@ from services.crypto.cms.der import read_tlv
 
 from .encoding import decode_base64, decode_quoted_printable, looks_like_base64
 from .errors import MalformedMimeError, UnsupportedMimeError
-from .headers import MediaInfo, parse_header_block
+from .headers import MediaInfo, parse_header_block, parse_header_block_at
 from .micalg import normalize_micalg
 from .multipart import Delimiter, delimiters
 
@@ -78,23 +78,25 @@ class Smime:
     micalg_parameter: str | None = None
 
 
-def detect(message: bytes) -> Smime:
+def detect(message: bytes, start: int = 0) -> Smime:
     """Recognise the S/MIME layer of a message from its top-level header fields.
 
-    Raises MalformedMimeError when the message claims to be S/MIME but its structure
-    is broken (no boundary, one body part, invalid base64), and MimeLimitError for
+    The entity starts at `start` in `message` and runs to its end. Raises
+    MalformedMimeError when the message claims to be S/MIME but its structure is
+    broken (no boundary, one body part, invalid base64), and MimeLimitError for
     hostile input.
     """
-    block = parse_header_block(message)
+    block = parse_header_block_at(message, start)
     media = MediaInfo(block)
     # The body is read in place, from body_start: a copy of a large message is
     # made only for what is returned.
+    body_start = start + block.body_start
     if media.media_type in _PKCS7_MIME_TYPES or _is_p7m_octet_stream(media):
-        return _pkcs7_mime(media, message, block.body_start)
+        return _pkcs7_mime(media, message, body_start)
     if media.media_type == "multipart/signed":
         protocol = media.param("protocol")
         if protocol is None or protocol.strip().lower() in _SIGNATURE_TYPES:
-            return _multipart_signed(media, message, block.body_start)
+            return _multipart_signed(media, message, body_start)
     return Smime(SmimeKind.NONE)
 
 
@@ -276,7 +278,7 @@ def kind_of_cms(der: bytes) -> SmimeKind:
     return _KIND_BY_CMS_TYPE.get(cms_content_type(der), SmimeKind.NONE)
 
 
-def replace_body(message: bytes, new_entity: bytes) -> bytes:
+def replace_body(message: bytes, new_entity: bytes | memoryview) -> bytes:
     """Replace the top-level entity of `message`, such as a decrypted one.
 
     The result is the outer header fields without the old Content-* fields, then the
@@ -285,13 +287,13 @@ def replace_body(message: bytes, new_entity: bytes) -> bytes:
     are kept as they are, so they may repeat an outer field such as Subject.
     """
     block = parse_header_block(message)
-    pieces: list[bytes] = []
+    pieces: list[bytes | memoryview] = []
     for header in block.fields:
         if header.key.startswith("content-"):
             continue
         raw = header.raw
         pieces.append(raw if raw.endswith((b"\n", b"\r")) else raw + b"\r\n")
-    entity_block = parse_header_block(new_entity)
+    entity_block = parse_header_block_at(new_entity)
     if not entity_block.fields and entity_block.body_start == 0:
         # The entity has neither fields nor an empty line, so one is added to keep its
         # first line from being read as an outer header field.

@@ -161,13 +161,38 @@ def decrypt(
 
     decryptor = Cipher(_algorithm(cipher, key), modes.CBC(params.iv)).decryptor()
     # check_ciphertext made the length a multiple of the block size, so finalize
-    # returns nothing and the plaintext is not copied to join them.
-    padded = decryptor.update(ciphertext)
+    # returns nothing.
+    padded = _update_in_windows(decryptor, ciphertext)
     decryptor.finalize()
     return _unpad(padded, cipher.block_size)
 
 
-def _unpad(padded: bytes, block_size: int) -> memoryview | None:
+def _update_in_windows(context: CipherContext, data: bytes | memoryview) -> memoryview:
+    """Run `context` over `data` into one buffer, a window at a time.
+
+    With one update over a 30 MB ciphertext, the peak resident memory rose 21 MB
+    more than Python's own allocations did (cryptography 50, measured with
+    tests/outgoing/memory_probe.py). update_into writes each window straight into
+    the final buffer instead.
+    """
+    size = len(data)
+    # update_into needs block_size - 1 spare bytes after each window's output.
+    out = bytearray(size + _MAX_BLOCK_SIZE - 1)
+    source = memoryview(data)
+    target = memoryview(out)
+    written = 0
+    for start in range(0, size, _DECRYPT_WINDOW):
+        window = source[start : start + _DECRYPT_WINDOW]
+        written += context.update_into(window, target[written:])
+    return target[:written]
+
+
+# The largest block size of the content ciphers (AES), and the input per update.
+_MAX_BLOCK_SIZE = 16
+_DECRYPT_WINDOW = 256 * 1024
+
+
+def _unpad(padded: memoryview, block_size: int) -> memoryview | None:
     """Remove RFC 5652 section 6.3 padding, or return None when it is invalid.
 
     cryptography's PKCS7 unpadder would copy the plaintext twice, while this
@@ -176,9 +201,9 @@ def _unpad(padded: bytes, block_size: int) -> memoryview | None:
     pad = padded[-1] if padded else 0
     if not 0 < pad <= block_size:
         return None
-    if not hmac.compare_digest(padded[-pad:], bytes([pad]) * pad):
+    if not hmac.compare_digest(bytes(padded[-pad:]), bytes([pad]) * pad):
         return None
-    return memoryview(padded)[:-pad]
+    return padded[:-pad]
 
 
 def _decrypt_gcm(
@@ -187,18 +212,18 @@ def _decrypt_gcm(
     ciphertext: bytes | memoryview,
     tag: bytes,
     associated_data: bytes | None,
-) -> bytes | None:
+) -> memoryview | None:
     mode = modes.GCM(params.iv, tag, min_tag_length=len(tag))
     decryptor = Cipher(AES(key), mode).decryptor()
     if associated_data is not None:
         decryptor.authenticate_additional_data(associated_data)
-    plaintext = decryptor.update(ciphertext)
+    plaintext = _update_in_windows(decryptor, ciphertext)
     try:
         # GCM keeps back no bytes, so finalize only checks the tag.
-        rest = decryptor.finalize()
+        decryptor.finalize()
     except InvalidTag:
         return None
-    return plaintext + rest if rest else plaintext
+    return plaintext
 
 
 def encrypt(cipher: ContentCipher, key: bytes, plaintext: bytes) -> EncryptedContent:

@@ -53,30 +53,31 @@ class BodyStore:
         timeout: float = 10.0,
         *,
         prefix: bytes = b"",
+        head_size: int | None = None,
     ) -> BodyRef:
         """Store `prefix` + `data` under `key`; storing a key again is idempotent.
 
         The two parts are chunked as one body without being joined first, so a
         caller that adds a header to a large message keeps no second copy. `data`
         may be a bytearray or memoryview, which is read in place: do not change it
-        until put returns.
+        until put returns. With `head_size`, the first chunk holds only that many
+        bytes (the header section), so `head` reads no more than it needs.
         """
         size = len(prefix) + len(data)
         head, view = memoryview(prefix), memoryview(data)
-        offsets = range(0, max(size, 1), self._chunk_size)
+        bounds = _chunk_bounds(size, self._chunk_size, head_size)
         semaphore = asyncio.Semaphore(_PARALLEL_CHUNKS)
 
-        def chunk_at(offset: int) -> bytes:
-            end = offset + self._chunk_size
-            if offset >= len(head):
-                return bytes(view[offset - len(head) : end - len(head)])
-            return bytes(head[offset:end]) + bytes(view[: max(0, end - len(head))])
+        def chunk_at(start: int, end: int) -> bytes:
+            if start >= len(head):
+                return bytes(view[start - len(head) : end - len(head)])
+            return bytes(head[start:end]) + bytes(view[: max(0, end - len(head))])
 
-        async def publish(index: int, offset: int) -> None:
+        async def publish(index: int, start: int, end: int) -> None:
             async with semaphore:
                 # Copied inside the semaphore: copied before it, every chunk
                 # of the body existed twice at once while the first ones sent.
-                chunk = chunk_at(offset)
+                chunk = chunk_at(start, end)
                 await self._js.publish(
                     f"body.{key}.{index}",
                     chunk,
@@ -85,11 +86,11 @@ class BodyStore:
                     headers={"Nats-Msg-Id": f"{key}.{index}"},
                 )
 
-        await asyncio.gather(*(publish(i, o) for i, o in enumerate(offsets)))
+        await asyncio.gather(*(publish(i, *b) for i, b in enumerate(bounds)))
         digest = hashlib.sha256(prefix)
         digest.update(data)
         return BodyRef(
-            key=key, size=size, sha256=digest.hexdigest(), chunks=len(offsets)
+            key=key, size=size, sha256=digest.hexdigest(), chunks=len(bounds)
         )
 
     async def put_chunks(
@@ -158,7 +159,9 @@ class BodyStore:
         return data
 
     async def head(self, ref: BodyRef) -> bytes:
-        """The first chunk: enough for the header fields of any sane message."""
+        """The first chunk: the header section when put was given its size, else
+        up to a chunk of the message, enough for the header fields of any sane one.
+        """
         return await self._get_chunk(ref.key, 0)
 
     async def _get_chunk(self, key: str, index: int) -> bytes:
@@ -172,3 +175,22 @@ class BodyStore:
 
     async def delete(self, key: str) -> None:
         await self._js.purge_stream(BODIES, subject=f"body.{key}.>")
+
+
+def _chunk_bounds(
+    size: int, chunk_size: int, head_size: int | None
+) -> list[tuple[int, int]]:
+    """Return (start, end) of each chunk: the head first, if given, then full chunks.
+
+    An empty body is one empty chunk.
+    """
+    first = 0
+    bounds = []
+    if head_size is not None and 0 < head_size < size:
+        first = min(head_size, chunk_size)
+        bounds.append((0, first))
+    bounds += [
+        (start, min(start + chunk_size, size))
+        for start in range(first, max(size, 1), chunk_size)
+    ]
+    return bounds

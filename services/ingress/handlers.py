@@ -163,7 +163,12 @@ class IngressHandler:
         options = [o.upper() for o in envelope.mail_options]
         try:
             async with asyncio.timeout(self.publish_timeout):
-                ref = await self.runtime.bodies.put(queue_id, content, prefix=header)
+                ref = await self.runtime.bodies.put(
+                    queue_id,
+                    content,
+                    prefix=header,
+                    head_size=_header_section_size(content, len(header)),
+                )
                 event = MailReceived.create(
                     queue_id=queue_id,
                     sender=_reverse_path(envelope.mail_from),
@@ -255,3 +260,24 @@ def smtp_kwargs(runtime: Runtime) -> dict[str, Any]:
         "max_messages": smtp.max_messages_per_connection,
         "auth_require_tls": True,
     }
+
+
+# Header sections longer than this are stored in the ordinary chunks.
+_MAX_HEADER_SECTION = 256 * 1024
+
+
+def _header_section_size(content: bytes, prefix: int) -> int | None:
+    """Return the size of the header section with the empty line that ends it.
+
+    `prefix` bytes of header fields go in front of `content` as it is stored.
+    Policy reads only this part of a message, so the body store keeps it as a
+    chunk of its own. Lines may end in CRLF or, as received, in bare LF.
+    """
+    ends = [
+        found + len(blank)
+        for blank in (b"\r\n\r\n", b"\n\n")
+        if (found := content.find(blank, 0, _MAX_HEADER_SECTION)) >= 0
+    ]
+    if not ends:
+        return None
+    return prefix + min(ends)

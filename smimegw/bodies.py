@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 from collections.abc import AsyncIterable
 from typing import Final
 
@@ -147,16 +148,54 @@ class BodyStore:
         return BodyRef(key=key, size=size, sha256=digest.hexdigest(), chunks=len(tasks))
 
     async def get(self, ref: BodyRef) -> bytes:
-        chunks = await asyncio.gather(
-            *(self._get_chunk(ref.key, index) for index in range(ref.chunks))
-        )
-        data = b"".join(chunks)
+        """Read a body back whole and check it against its reference.
+
+        The chunks are written into one buffer as they arrive, at most
+        _PARALLEL_CHUNKS at a time, so a large body is held about once: joining a
+        list of every chunk held it twice.
+        """
+        data = await self._read(ref) if ref.chunks > 1 else await self._read_one(ref)
         if len(data) != ref.size or hashlib.sha256(data).hexdigest() != ref.sha256:
             raise BodyStoreError(
                 f"body {ref.key!r} does not match its reference: {len(data)} bytes "
                 f"read, {ref.size} expected"
             )
         return data
+
+    async def _read_one(self, ref: BodyRef) -> bytes:
+        return await self._get_chunk(ref.key, 0) if ref.chunks else b""
+
+    async def _read(self, ref: BodyRef) -> bytes:
+        # The first chunk gives the chunk size of the writer, and so the offset of
+        # every other chunk.
+        first = await self._get_chunk(ref.key, 0)
+        chunk_size = len(first)
+        buffer = io.BytesIO()
+        # Writing the last byte first allocates the buffer once, at its full size.
+        buffer.seek(max(ref.size - 1, 0))
+        buffer.write(b"\0")
+        semaphore = asyncio.Semaphore(_PARALLEL_CHUNKS)
+
+        def place(index: int, chunk: bytes) -> None:
+            offset = index * chunk_size
+            if offset + len(chunk) > ref.size:
+                raise BodyStoreError(
+                    f"body {ref.key!r} does not match its reference: chunk {index} "
+                    f"ends past the {ref.size} bytes expected"
+                )
+            buffer.seek(offset)
+            buffer.write(chunk)
+
+        async def fetch(index: int) -> None:
+            async with semaphore:
+                place(index, await self._get_chunk(ref.key, index))
+
+        place(0, first)
+        del first
+        await asyncio.gather(*(fetch(index) for index in range(1, ref.chunks)))
+        # CPython's BytesIO returns its own buffer here, without a copy, when it
+        # is exactly filled and nothing else refers to it.
+        return buffer.getvalue()
 
     async def head(self, ref: BodyRef) -> bytes:
         """The first chunk: the header section when put was given its size, else

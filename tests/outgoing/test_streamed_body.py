@@ -13,7 +13,7 @@ import pytest
 from services.crypto.handlers import StreamedBody, read_in_thread
 from services.crypto.outgoing import STREAM_ABOVE, Signer, protect_body
 from smimegw import streams
-from smimegw.bodies import BodyStore
+from smimegw.bodies import BodyStore, BodyStoreError
 from smimegw.settings import Settings
 from tests.crypto.test_mime_support import Pki, make_pki, openssl_cms
 from tests.harness import NatsServer
@@ -99,3 +99,13 @@ def test_small_result_is_whole(pki: Pki) -> None:
     )
 
     assert isinstance(body, bytearray)
+
+
+@pytest.mark.parametrize("size_change", [-1_500_000, -1, 1, 2_000_000])
+async def test_get_rejects_wrong_size(store: BodyStore, size_change: int) -> None:
+    """A chunked body read into its buffer is checked against the reference."""
+    ref = await store.put("sized", bytes(3_000_000))
+    wrong = ref.model_copy(update={"size": ref.size + size_change})
+
+    with pytest.raises(BodyStoreError, match="does not match its reference"):
+        await store.get(wrong)

@@ -150,52 +150,43 @@ class BodyStore:
     async def get(self, ref: BodyRef) -> bytes:
         """Read a body back whole and check it against its reference.
 
-        The chunks are written into one buffer as they arrive, at most
-        _PARALLEL_CHUNKS at a time, so a large body is held about once: joining a
-        list of every chunk held it twice.
+        Chunks are fetched _PARALLEL_CHUNKS at a time and written in order into one
+        buffer, so a large body is held about once: joining a list of every chunk
+        held it twice. Chunks may differ in size (put can make the header section
+        a chunk of its own).
         """
-        data = await self._read(ref) if ref.chunks > 1 else await self._read_one(ref)
-        if len(data) != ref.size or hashlib.sha256(data).hexdigest() != ref.sha256:
+        if ref.chunks == 1:
+            data = await self._get_chunk(ref.key, 0)
+            read = len(data)
+        else:
+            data, read = await self._read_chunks(ref)
+        if read != ref.size or hashlib.sha256(data).hexdigest() != ref.sha256:
             raise BodyStoreError(
-                f"body {ref.key!r} does not match its reference: {len(data)} bytes "
+                f"body {ref.key!r} does not match its reference: {read} bytes "
                 f"read, {ref.size} expected"
             )
         return data
 
-    async def _read_one(self, ref: BodyRef) -> bytes:
-        return await self._get_chunk(ref.key, 0) if ref.chunks else b""
-
-    async def _read(self, ref: BodyRef) -> bytes:
-        # The first chunk gives the chunk size of the writer, and so the offset of
-        # every other chunk.
-        first = await self._get_chunk(ref.key, 0)
-        chunk_size = len(first)
+    async def _read_chunks(self, ref: BodyRef) -> tuple[bytes, int]:
+        """Return the chunks of `ref` written into one buffer, and their total size."""
         buffer = io.BytesIO()
-        # Writing the last byte first allocates the buffer once, at its full size.
-        buffer.seek(max(ref.size - 1, 0))
-        buffer.write(b"\0")
-        semaphore = asyncio.Semaphore(_PARALLEL_CHUNKS)
-
-        def place(index: int, chunk: bytes) -> None:
-            offset = index * chunk_size
-            if offset + len(chunk) > ref.size:
-                raise BodyStoreError(
-                    f"body {ref.key!r} does not match its reference: chunk {index} "
-                    f"ends past the {ref.size} bytes expected"
-                )
-            buffer.seek(offset)
-            buffer.write(chunk)
-
-        async def fetch(index: int) -> None:
-            async with semaphore:
-                place(index, await self._get_chunk(ref.key, index))
-
-        place(0, first)
-        del first
-        await asyncio.gather(*(fetch(index) for index in range(1, ref.chunks)))
+        if ref.size > 0:
+            # Writing the last byte first allocates the buffer once, at full size.
+            buffer.seek(ref.size - 1)
+            buffer.write(b"\0")
+            buffer.seek(0)
+        for first in range(0, ref.chunks, _PARALLEL_CHUNKS):
+            indexes = range(first, min(first + _PARALLEL_CHUNKS, ref.chunks))
+            chunks = await asyncio.gather(
+                *(self._get_chunk(ref.key, index) for index in indexes)
+            )
+            for chunk in chunks:
+                buffer.write(chunk)
+            del chunks
+        read = buffer.tell()
         # CPython's BytesIO returns its own buffer here, without a copy, when it
-        # is exactly filled and nothing else refers to it.
-        return buffer.getvalue()
+        # was filled exactly and nothing else refers to it.
+        return buffer.getvalue(), read
 
     async def head(self, ref: BodyRef) -> bytes:
         """The first chunk: the header section when put was given its size, else

@@ -133,10 +133,18 @@ class DeliveryHandlers:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
-    async def _release(self, body_key: str) -> None:
-        """Mark the body released (see streams.released_key), then delete it."""
-        await (await self.kv()).put(streams.released_key(body_key), b"")
-        await self.runtime.bodies.delete(body_key)
+    async def _release(self, body_keys: list[str]) -> None:
+        """Mark the bodies released (see streams.released_key), then delete them.
+
+        The requests of each step go to the server together.
+        """
+        kv = await self.kv()
+        await asyncio.gather(
+            *(kv.put(streams.released_key(body_key), b"") for body_key in body_keys)
+        )
+        await asyncio.gather(
+            *(self.runtime.bodies.delete(body_key) for body_key in body_keys)
+        )
 
     async def load_state(self, key: str) -> DeliveryState:
         try:
@@ -147,25 +155,40 @@ class DeliveryHandlers:
 
     async def on_processed(self, event: MailProcessed, attempt: Attempt) -> None:
         key = event.event_id
-        state = await self.load_state(key)
+        message: bytes | None = None
+        if attempt.number == 1:
+            # A first attempt almost always finds no state and needs the body:
+            # both requests go to the server together. A redelivery reads the
+            # state first, since its body may be released already.
+            state, message = await asyncio.gather(
+                self.load_state(key), self.runtime.bodies.get(event.body)
+            )
+        else:
+            state = await self.load_state(key)
         pending = [r for r in event.recipients if r not in state.finished]
         if pending:
-            message = await self.runtime.bodies.get(event.body)
+            if message is None:
+                message = await self.runtime.bodies.get(event.body)
             if event.bounce_status is not None:
                 await self._bounce_unsent(event, attempt, state, pending)
             else:
                 await self._attempt(event, attempt, state, pending, message)
             await self._queue_dsns(event, state, message)
+        del message
         # Publish (again, after a redelivery) the events of every outcome.
-        for outcome in state.outcomes:
-            await self._publish_outcome(event, outcome)
+        await asyncio.gather(
+            *(self._publish_outcome(event, outcome) for outcome in state.outcomes)
+        )
         deferred = [r for r in event.recipients if r not in state.finished]
         if deferred:
             raise RetryLater(self._backoff(state.deferrals), "recipients deferred")
-        for body_key in event.release_bodies:
-            await self._release(body_key)
-        if event.original_body is not None:
-            await self._finish_plan(event, event.original_body)
+        released = list(event.release_bodies)
+        original = event.original_body
+        if original is not None and (
+            event.plans <= 1 or await self._last_plan(event, original)
+        ):
+            released.append(original)
+        await self._release(released)
 
     async def _bounce_unsent(
         self,
@@ -187,15 +210,13 @@ class DeliveryHandlers:
         await (await self.kv()).put(event.event_id, state.encode())
         metrics.record_delivery("bounced", len(pending))
 
-    async def _finish_plan(self, event: MailProcessed, original: str) -> None:
-        """Count this plan as finished; the last one deletes the received body.
+    async def _last_plan(self, event: MailProcessed, original: str) -> bool:
+        """Count this plan as finished; return whether every plan of the message is.
 
-        The count lives in the bucket, updated by compare-and-set, so replicas
-        finishing plans of the same message at once never lose an update.
+        The last one releases the received body. The count lives in the bucket,
+        updated by compare-and-set, so replicas finishing plans of the same
+        message at once never lose an update.
         """
-        if event.plans <= 1:
-            await self._release(original)
-            return
         kv = await self.kv()
         key = f"plans-{original}"
         while True:
@@ -217,8 +238,7 @@ class DeliveryHandlers:
                 break
             except (KeyWrongLastSequenceError, BadRequestError):
                 continue
-        if len(done) >= event.plans:
-            await self._release(original)
+        return len(done) >= event.plans
 
     async def _attempt(
         self,

@@ -101,13 +101,19 @@ class CryptoHandlers:
             await self.runtime.publish(extra)
         count_results(result)
         key = event.plan_id
-        if isinstance(result.body, StreamedBody):
-            # NOTE: the encryption of a streamed body runs here, after the stage
-            # span has ended, so that span does not show its time.
-            chunks = read_in_thread(result.body.chunks)
-            ref = await self.runtime.bodies.put_chunks(key, chunks)
-        else:
-            ref = await self.runtime.bodies.put(key, result.body)
+        streamed = isinstance(result.body, StreamedBody)
+        # A result over 1 MiB is encrypted and encoded while it is stored, so
+        # this span, not the stage span, shows that work for a large message.
+        store_attributes = {
+            "smimegw.plan_id": event.plan_id,
+            "smimegw.crypto.streamed": streamed,
+        }
+        with stage_span("crypto.store", store_attributes):
+            if isinstance(result.body, StreamedBody):
+                chunks = read_in_thread(result.body.chunks)
+                ref = await self.runtime.bodies.put_chunks(key, chunks)
+            else:
+                ref = await self.runtime.bodies.put(key, result.body)
         return MailProcessed.create(
             cause=event,
             sender=event.sender,

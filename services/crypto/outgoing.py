@@ -217,7 +217,7 @@ class OutgoingProcessor:
                 protect_body, message, profile, signer, recipients, algorithm
             )
         except (MimeError, CmsError) as err:
-            # Retrying cannot change the message: park it with the reason.
-            # TODO: bounce with a DSN instead once operators ask for it.
+            # Retrying cannot change the message: park it with the reason, where
+            # the operator sees it and can drop it (`smimegw parked drop`).
             raise PermanentError(f"cannot protect plan {plan.plan_id}: {err}") from err
         return Transformed(body=body, operations=tuple(operations))

@@ -61,3 +61,8 @@ async def test_protect_stage_in_trace(
     assert attributes["smimegw.crypto.operations"] == "sign,encrypt"
     assert attributes["smimegw.plan_id"].startswith(queue_id)
     assert any(s.name == "delivery.attempt" for s in trace)
+    # Storing the result is a span of its own: for a result over 1 MiB it
+    # covers the encryption too, which then runs as the result is stored.
+    (store,) = [s for s in trace if s.name == "crypto.store"]
+    assert ancestry(store, trace)[1] == "mail.routed process"
+    assert (store.attributes or {})["smimegw.crypto.streamed"] is False

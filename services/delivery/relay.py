@@ -227,6 +227,11 @@ class ConnectionCache:
     def enabled(self) -> bool:
         return self.idle_limit > 0
 
+    @property
+    def keeps_sessions(self) -> bool:
+        """Whether give may keep a session: enabled and not closed."""
+        return self.enabled and not self._closed
+
     def idle_count(self, host: str, port: int) -> int:
         return len(self._idle.get((host, port), []))
 
@@ -382,9 +387,11 @@ async def _send_on(
         client.close()
         return _connection_failed(host, port, recipients, err)
     session.transactions += 1
-    if cache is not None:
+    if cache is not None and cache.keeps_sessions:
         cache.give(host, port, session)
     else:
+        # Closed here rather than by a task of the cache: after close, no one
+        # would wait for that task when the service stops.
         await _finish(client)
     replies = {r: Reply(250, data_reply) for r in recipients}
     for recipient, response in refused.items():

@@ -227,7 +227,7 @@ async def test_session_returned_after_close_is_quit(
     replies = await asyncio.wait_for(delivery, 10)
     assert replies["r@partner.example"].accepted
     # send returned: its session must be closed by now, not by a task that no
-    # nobody waits for after the service stopped.
+    # one waits for after the service stopped.
     assert server.quits == 1
     assert cache.idle_count("127.0.0.1", port) == 0
 

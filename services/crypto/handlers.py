@@ -60,7 +60,7 @@ class CryptoHandlers:
 
     async def on_routed(self, event: MailRouted, attempt: Attempt) -> None:
         if event.action in ("protect", "open"):
-            processed = await self._transform(event)
+            processed = await self._transform(event, attempt)
         else:
             # No S/MIME operation; the span still shows the plan in the trace.
             with crypto_span(event.action, None, None):
@@ -83,7 +83,7 @@ class CryptoHandlers:
             plans=event.groups,
         )
 
-    async def _transform(self, event: MailRouted) -> MailProcessed:
+    async def _transform(self, event: MailRouted, attempt: Attempt) -> MailProcessed:
         transform = self.protect if event.action == "protect" else self.open
         if transform is None:
             raise RuntimeError("crypto service is not started: no keys loaded yet")
@@ -100,7 +100,7 @@ class CryptoHandlers:
         for extra in result.events:
             await self.runtime.publish(extra)
         count_results(result)
-        key = event.plan_id
+        key = _body_key(event.plan_id, attempt)
         streamed = isinstance(result.body, StreamedBody)
         # A result over 1 MiB is encrypted and encoded while it is stored, so
         # this span, not the stage span, shows that work for a large message.
@@ -125,6 +125,21 @@ class CryptoHandlers:
             original_body=event.body.key,
             plans=event.groups,
         )
+
+
+def _body_key(plan_id: str, attempt: Attempt) -> str:
+    """Return the key that this attempt stores its result under.
+
+    Each attempt encrypts with a new key and IV, so its bytes differ from an
+    earlier attempt's. The body store deduplicates chunks by key and index: under
+    the same key, the chunks of an attempt that stored its result but failed to
+    publish it would stay, and the retry's reference would not match them.
+    NOTE: the body of the attempt whose mail.processed was not used stays in
+    BODIES, since no event refers to it.
+    """
+    if attempt.number <= 1:
+        return plan_id
+    return f"{plan_id}-r{attempt.number}"
 
 
 async def read_in_thread(

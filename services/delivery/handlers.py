@@ -31,10 +31,11 @@ from nats.js.errors import (
 )
 from nats.js.kv import KeyValue
 
-from schemas import MailBounced, MailDeferred, MailDelivered, MailProcessed
+from schemas import BodyRef, MailBounced, MailDeferred, MailDelivered, MailProcessed
 from services.delivery import outbox, relay
 from services.delivery.dsn import FailedRecipient, build_dsn
 from smimegw import metrics, streams
+from smimegw.bodies import BodyNotFoundError
 from smimegw.runtime import Attempt, RetryLater, Runtime
 from smimegw.settings import parse_host_port
 from smimegw.telemetry import stage_span
@@ -146,6 +147,12 @@ class DeliveryHandlers:
             *(self.runtime.bodies.delete(body_key) for body_key in body_keys)
         )
 
+    async def _body_if_stored(self, ref: BodyRef) -> bytes | None:
+        try:
+            return await self.runtime.bodies.get(ref)
+        except BodyNotFoundError:
+            return None
+
     async def load_state(self, key: str) -> DeliveryState:
         try:
             entry = await (await self.kv()).get(key)
@@ -158,10 +165,12 @@ class DeliveryHandlers:
         message: bytes | None = None
         if attempt.number == 1:
             # A first attempt almost always finds no state and needs the body:
-            # both requests go to the server together. A redelivery reads the
-            # state first, since its body may be released already.
+            # both requests go to the server together. The body may be released
+            # already when the event was published twice and its first copy
+            # finished; the state then says so. A redelivery reads the state
+            # first.
             state, message = await asyncio.gather(
-                self.load_state(key), self.runtime.bodies.get(event.body)
+                self.load_state(key), self._body_if_stored(event.body)
             )
         else:
             state = await self.load_state(key)

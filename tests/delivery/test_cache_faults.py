@@ -11,11 +11,22 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
 from services.delivery import relay
-from tests.harness import SinkServer
+from smimegw.service import SERVICE_NAMES
+from tests.conftest import gateway_settings
+from tests.harness import (
+    Gateway,
+    NatsServer,
+    SinkServer,
+    audit_events,
+    free_port,
+    wait_until,
+)
+from tests.pipeline.test_failures import send as smtp_send
 
 MESSAGE = b"Subject: x\r\n\r\n" + b"line of the body\r\n" * 4000
 
@@ -31,6 +42,7 @@ class ScriptedServer:
 
     fault: str = ""
     on: int = 2
+    drop_after: int = len(MESSAGE) // 2
     connections: int = 0
     quits: int = 0
     delivered: list[tuple[int, list[str], bytes]] = field(default_factory=list)
@@ -75,7 +87,7 @@ class ScriptedServer:
                     await writer.drain()
                     transaction += 1
                     if faulty and self.fault == "drop-in-data":
-                        await reader.readexactly(len(MESSAGE) // 2)
+                        await reader.readexactly(self.drop_after)
                         break
                     body = await reader.readuntil(b"\r\n.\r\n")
                     if faulty and self.fault == "hold-data":
@@ -270,3 +282,77 @@ async def test_many_concurrent_deliveries_once_each(sink: SinkServer) -> None:
     delivered = sorted(r for m in received for r in m.recipients)
     assert delivered == sorted(recipients)
     assert all(m.content.endswith(b"line of the body\r\n") for m in received)
+
+
+@pytest.mark.parametrize("cache_time", ["30s", "0s"])
+async def test_gateway_delivers_each_message_once(
+    tmp_path: Path,
+    nats_server: NatsServer,
+    scripted: tuple[int, ScriptedServer],
+    cache_time: str,
+) -> None:
+    """Every second transaction of a connection is cut in DATA; all arrive once."""
+    port, server = scripted
+    server.fault = "drop-in-data"
+    server.drop_after = 200
+    settings = gateway_settings(
+        tmp_path,
+        smtp={"listen": f"127.0.0.1:{free_port()}", "hostname": "gw.test"},
+        delivery={
+            "relay_host": f"127.0.0.1:{port}",
+            "retry_initial": "200ms",
+            "connection_cache_time": cache_time,
+        },
+        nats={"url": nats_server.url},
+    )
+    gateway = Gateway(settings, nats_server.url)
+    await gateway.start(SERVICE_NAMES)
+    queue_ids: list[str] = []
+    try:
+        for index in range(8):
+            body = (
+                f"From: a@example.com\r\nTo: r{index}@partner.example\r\n"
+                f"Subject: message {index}\r\n\r\n"
+            ).encode() + b"line of the body\r\n" * 50
+            reply = await smtp_send(
+                gateway.smtp_address,
+                "a@example.com",
+                [f"r{index}@partner.example"],
+                body,
+            )
+            queue_ids.append(reply.rsplit(" ", 1)[-1])
+
+        async def all_delivered() -> bool:
+            return len(server.delivered) >= 8
+
+        await wait_until(all_delivered, timeout=30)
+        for queue_id in queue_ids:
+            await wait_until(lambda q=queue_id: _delivered(nats_server.url, q))
+        await asyncio.sleep(0.5)
+        histories = [
+            [e["type"] for e in await audit_events(nats_server.url, queue_id=q)]
+            for q in queue_ids
+        ]
+    finally:
+        await gateway.stop()
+
+    subjects = sorted(
+        body.split(b"Subject: ", 1)[1].split(b"\r\n", 1)[0]
+        for _, _, body in server.delivered
+    )
+    assert subjects == [f"message {index}".encode() for index in range(8)]
+    for types in histories:
+        assert types.count("mail.delivered") == 1
+        assert "mail.bounced" not in types
+        assert "mail.parked" not in types
+    if cache_time == "0s":
+        assert server.connections == 8
+    else:
+        # Each cut transaction cost its connection, and was deferred.
+        assert server.connections > 1
+        assert any("mail.deferred" in types for types in histories)
+
+
+async def _delivered(url: str, queue_id: str) -> bool:
+    events = await audit_events(url, queue_id=queue_id)
+    return any(event["type"] == "mail.delivered" for event in events)

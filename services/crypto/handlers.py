@@ -132,14 +132,13 @@ def _body_key(plan_id: str, attempt: Attempt) -> str:
 
     Each attempt encrypts with a new key and IV, so its bytes differ from an
     earlier attempt's. The body store deduplicates chunks by key and index: under
-    the same key, the chunks of an attempt that stored its result but failed to
-    publish it would stay, and the retry's reference would not match them.
+    one key, the chunks of an attempt that stored its result but failed to publish
+    it would stay, and the retry's reference would not match them. The stream
+    sequence tells a redelivery from a parked message sent back with `parked retry`.
     NOTE: the body of the attempt whose mail.processed was not used stays in
     BODIES, since no event refers to it.
     """
-    if attempt.number <= 1:
-        return plan_id
-    return f"{plan_id}-r{attempt.number}"
+    return f"{plan_id}-{attempt.stream_sequence}-{attempt.number}"
 
 
 async def read_in_thread(

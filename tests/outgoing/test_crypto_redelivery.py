@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 
 from schemas import MailProcessed
+from smimegw import parking
+from smimegw.runtime import PermanentError
 from tests.harness import audit_events, wait_until
 from tests.outgoing.conftest import Outgoing, decrypt, verify
 
@@ -52,8 +54,38 @@ async def test_retry_after_failed_publish_delivers(
     await wait_until(lambda: _delivered(outgoing, queue_id), timeout=10)
 
 
-async def _delivered(outgoing: Outgoing, queue_id: str) -> bool:
+async def _delivered(outgoing: Outgoing, queue_id: str, parked: int = 0) -> bool:
     events = await audit_events(outgoing.gateway.url, queue_id=queue_id)
     types = [event["type"] for event in events]
-    assert "mail.parked" not in types
+    assert types.count("mail.parked") == parked
     return "mail.delivered" in types
+
+
+async def test_parked_retry_after_stored_result_delivers(outgoing: Outgoing) -> None:
+    """A plan parked after its result was stored is sent back by `parked retry`."""
+    await outgoing.use_profile("p", action="sign-and-encrypt")
+    runtime = outgoing.gateway.services["crypto"][0]
+    publish = runtime.publish
+    failures: list[str] = []
+
+    async def publish_parking_once(event: Any, timeout: float = 10.0) -> None:
+        if isinstance(event, MailProcessed) and not failures:
+            failures.append(event.event_id)
+            raise PermanentError("mail.processed rejected (test fault)")
+        await publish(event, timeout)
+
+    runtime.publish = publish_parking_once  # type: ignore[method-assign]
+    queue_id = await outgoing.send(["bob@example.com"], BODY)
+
+    async def parked() -> list[parking.ParkedMessage]:
+        return await parking.list_parked(runtime.js)
+
+    await wait_until(parked, timeout=30)
+    [message] = await parked()
+    await parking.retry(runtime.js, message.sequence)
+
+    received = await outgoing.sink.wait_for(1, timeout=30)
+    assert len(received) == 1
+    content = verify(outgoing.keys, decrypt(outgoing.keys, "Bob", received[0].content))
+    assert content.endswith(b"encrypts.\r\n")
+    await wait_until(lambda: _delivered(outgoing, queue_id, parked=1), timeout=10)

@@ -175,14 +175,16 @@ class DeliveryHandlers:
         else:
             state = await self.load_state(key)
         pending = [r for r in event.recipients if r not in state.finished]
-        if pending:
+        # A DSN whose queuing failed after its bounce was recorded is queued by
+        # the redelivery, although every recipient is finished by then.
+        if pending or _dsns_missing(event, state):
             if message is None:
                 message = await self.runtime.bodies.get(event.body)
-            if event.bounce_status is not None:
+            if pending and event.bounce_status is not None:
                 await self._bounce_unsent(event, attempt, state, pending)
-            else:
+            elif pending:
                 await self._attempt(event, attempt, state, pending, message)
-            await self._queue_dsns(event, state, message)
+            await self._queue_dsns(event, attempt, state, message)
         del message
         # Publish (again, after a redelivery) the events of every outcome.
         await asyncio.gather(
@@ -348,9 +350,18 @@ class DeliveryHandlers:
         )
 
     async def _queue_dsns(
-        self, event: MailProcessed, state: DeliveryState, message: bytes
+        self,
+        event: MailProcessed,
+        attempt: Attempt,
+        state: DeliveryState,
+        message: bytes,
     ) -> None:
-        """Queue a DSN for each bounce that has none yet, unless the sender is null."""
+        """Queue a DSN for each bounce that has none yet, unless the sender is null.
+
+        Each build of a DSN has its own Date and Message-ID, so each attempt
+        stores it under a key of its own: the body store keeps the first chunks
+        stored under a key, which would not match a later attempt's reference.
+        """
         for outcome in state.outcomes:
             queue_id = _dsn_queue_id(event, outcome)
             if outcome.result != "bounced" or outcome.dsn_queued or queue_id is None:
@@ -367,7 +378,8 @@ class DeliveryHandlers:
                 ],
                 message=message,
             )
-            ref = await self.runtime.bodies.put(queue_id, dsn)
+            body_key = f"{queue_id}-{attempt.stream_sequence}-{attempt.number}"
+            ref = await self.runtime.bodies.put(body_key, dsn)
             await self.runtime.publish(
                 MailProcessed.create(
                     cause=event,
@@ -378,7 +390,7 @@ class DeliveryHandlers:
                     recipients=(event.sender,),
                     operations=(),
                     body=ref,
-                    release_bodies=(queue_id,),
+                    release_bodies=(body_key,),
                 )
             )
             outcome.dsn_queued = True
@@ -428,6 +440,14 @@ def _count_outcomes(
         metrics.record_delivery(kind, len(recipients))
     if temporary:
         metrics.record_delivery("deferred", len(temporary))
+
+
+def _dsns_missing(event: MailProcessed, state: DeliveryState) -> bool:
+    """Return whether a bounce recorded in `state` still needs its DSN queued."""
+    return any(
+        not outcome.dsn_queued and _dsn_queue_id(event, outcome) is not None
+        for outcome in state.outcomes
+    )
 
 
 def _outcome_key(outcome: Outcome) -> str:

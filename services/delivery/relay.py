@@ -266,7 +266,7 @@ class ConnectionCache:
         )
 
     async def close(self) -> None:
-        """Quit every idle session and wait (bounded) for the replies.
+        """Quit every idle session and wait up to 5 seconds for the replies.
 
         Sessions given back later, by transactions still in flight while the
         service stops, are closed at once.
@@ -276,7 +276,13 @@ class ConnectionCache:
             while sessions:
                 self._quit(sessions.pop())
         if self._closing:
-            await asyncio.wait(set(self._closing), timeout=5)
+            _, pending = await asyncio.wait(set(self._closing), timeout=5)
+            # A next hop that does not reply to QUIT in time: its socket is
+            # closed without the reply, so that no task outlives the service.
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
 
     def _expired(self, session: Session, now: float) -> bool:
         return (
@@ -298,10 +304,12 @@ class ConnectionCache:
 
 async def _finish(client: StreamingSMTP) -> None:
     """QUIT when the session still answers; close the socket in any case."""
-    if client.is_connected:
-        with contextlib.suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
-            await client.quit(timeout=5)
-    client.close()
+    try:
+        if client.is_connected:
+            with contextlib.suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
+                await client.quit(timeout=5)
+    finally:
+        client.close()
 
 
 async def send(

@@ -37,7 +37,8 @@ class ScriptedServer:
 
     Faults: "mail-421" and "mail-554" are the replies to MAIL; "drop-in-data" closes the
     connection after a part of the DATA payload; "refuse-second" refuses the
-    second RCPT with 550; "hold-data" waits for `release` before the DATA reply.
+    second RCPT with 550; "hold-data" waits for `release` before the DATA reply;
+    "mute-quit" never replies to QUIT.
     """
 
     fault: str = ""
@@ -97,6 +98,10 @@ class ScriptedServer:
                     writer.write(b"250 2.0.0 stored\r\n")
                 elif verb == b"RSET":
                     writer.write(b"250 2.0.0 ok\r\n")
+                elif verb == b"QUIT" and self.fault == "mute-quit":
+                    self.quits += 1
+                    await reader.read()
+                    break
                 elif verb == b"QUIT":
                     self.quits += 1
                     writer.write(b"221 2.0.0 bye\r\n")
@@ -356,3 +361,23 @@ async def test_gateway_delivers_each_message_once(
 async def _delivered(url: str, queue_id: str) -> bool:
     events = await audit_events(url, queue_id=queue_id)
     return any(event["type"] == "mail.delivered" for event in events)
+
+
+async def test_close_leaves_no_task_when_quit_hangs(
+    scripted: tuple[int, ScriptedServer],
+) -> None:
+    port, server = scripted
+    server.fault = "mute-quit"
+    cache = relay.ConnectionCache(idle_limit=30)
+    replies = await send(port, cache, "r@partner.example")
+    assert replies["r@partner.example"].accepted
+    assert cache.idle_count("127.0.0.1", port) == 1
+
+    await asyncio.wait_for(cache.close(), 15)
+    finishing = [
+        task
+        for task in asyncio.all_tasks()
+        if getattr(task.get_coro(), "__name__", "") == "_finish"
+    ]
+    assert finishing == []
+    assert server.quits == 1

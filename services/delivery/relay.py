@@ -352,7 +352,8 @@ async def send(
     except (aiosmtplib.SMTPException, OSError, TimeoutError) as err:
         client.close()
         return _connection_failed(host, port, recipients, err)
-    session = Session(client, opened=time.monotonic())
+    opened = cache.clock() if cache is not None else time.monotonic()
+    session = Session(client, opened=opened)
     return await _send_on(session, cache, host, port, *arguments, reused=False)
 
 

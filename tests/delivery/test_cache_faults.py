@@ -381,3 +381,19 @@ async def test_close_leaves_no_task_when_quit_hangs(
     ]
     assert finishing == []
     assert server.quits == 1
+
+
+async def test_reuse_limit_counts_from_open(sink: SinkServer) -> None:
+    """A session open longer than the reuse limit is not taken, however fresh."""
+    now = [100.0]
+    cache = relay.ConnectionCache(idle_limit=1000, reuse_limit=60, clock=lambda: now[0])
+    try:
+        await send(sink.port, cache, "r@partner.example")
+        now[0] += 50
+        await send(sink.port, cache, "s@partner.example")
+        now[0] += 11
+        assert cache.take("127.0.0.1", sink.port) is None
+    finally:
+        await cache.close()
+    received = await sink.wait_for(2, timeout=10)
+    assert received[0].peer == received[1].peer

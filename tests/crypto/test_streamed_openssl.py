@@ -80,6 +80,9 @@ def parts_of(entity: bytes) -> list[Message]:
         ("sign-and-encrypt", "detached", "aes256-gcm"),
         ("sign-and-encrypt", "detached", "aes128-cbc"),
         ("encrypt", "detached", "aes128-gcm"),
+        ("encrypt", "detached", "aes192-gcm"),
+        ("sign-and-encrypt", "opaque", "3des-cbc"),
+        ("encrypt", "detached", "aes192-cbc"),
     ],
 )
 def test_large_result_opens_with_openssl(

@@ -18,8 +18,16 @@ import pytest
 from services.ingress.handlers import _header_section_size
 from smimegw import streams
 from smimegw.bodies import BodyStore, _chunk_bounds
+from smimegw.service import SERVICE_NAMES
 from smimegw.settings import Settings
-from tests.harness import NatsServer
+from tests.conftest import gateway_settings
+from tests.harness import (
+    Gateway,
+    NatsServer,
+    SinkServer,
+    free_port,
+    strip_received,
+)
 from tests.outgoing.conftest import (  # noqa: F401 (the fixture)
     Outgoing,
     decrypt,
@@ -126,7 +134,8 @@ async def raw_smtp(
             assert reply.startswith(b"250")
         assert (await command(b"DATA")).startswith(b"354")
         writer.write(data.replace(b"\n.", b"\n.."))
-        return await command(b"\r\n.")
+        # The CRLF before "." ends the last line of `data` when it has none.
+        return await command(b"." if data.endswith(b"\r\n") else b"\r\n.")
     finally:
         writer.close()
 
@@ -171,3 +180,41 @@ async def test_bcc_found_past_large_header_section(
     assert decrypt(outgoing.keys, "Eve", bcc.content) == decrypt(
         outgoing.keys, "Dave", shared.content
     )
+
+
+def relay_message(kind: str) -> bytes:
+    head = b"From: a@example.com\r\nTo: r@partner.example\r\nSubject: edge\r\n"
+    if kind == "headers-only":
+        return head
+    if kind == "empty-body":
+        return head + b"\r\n"
+    line = b"0123456789abcdef" * 4 + b"\r\n"
+    size = CHUNK if kind == "one-chunk" else 30 * 1024 * 1024
+    body = (line * (size // len(line) + 1))[: size - len(head) - 2 - 2] + b"\r\n"
+    return head + b"\r\n" + body
+
+
+@pytest.mark.parametrize("kind", ["headers-only", "empty-body", "one-chunk", "30mb"])
+async def test_relayed_body_arrives_byte_for_byte(
+    tmp_path: Path, nats_server: NatsServer, sink: SinkServer, kind: str
+) -> None:
+    settings = gateway_settings(
+        tmp_path,
+        smtp={"listen": f"127.0.0.1:{free_port()}", "hostname": "gw.test"},
+        delivery={"relay_host": f"127.0.0.1:{sink.port}"},
+        nats={"url": nats_server.url},
+    )
+    gateway = Gateway(settings, nats_server.url)
+    await gateway.start(SERVICE_NAMES)
+    try:
+        message = relay_message(kind)
+        reply = await raw_smtp(
+            gateway.smtp_address, "a@example.com", ["r@partner.example"], message
+        )
+        assert reply.startswith(b"250"), reply
+        [received] = await sink.wait_for(1, timeout=60)
+    finally:
+        await gateway.stop()
+    assert received.recipients == ["r@partner.example"]
+    expected = message if message.endswith(b"\r\n") else message + b"\r\n"
+    assert strip_received(received.content) == expected

@@ -21,7 +21,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Final, Literal
 
 import nats.errors
 from nats.js.errors import (
@@ -39,6 +39,8 @@ log = logging.getLogger("smimegw.policy")
 
 
 ReleaseOutcome = Literal["certificate-imported", "timed-out", "dropped"]
+# What release and drop return when another replica or request decided first.
+TAKEN: Final = "released-meanwhile"
 
 
 @dataclass
@@ -56,8 +58,12 @@ class HeldCopy:
     # can help (no From, or an envelope sender other than From) and for copies
     # held before the field existed.
     waits_for: str | None = None
-    # The decision claimed for this copy, carried out but maybe not finished.
+    # The decision claimed for this copy, carried out but maybe not finished,
+    # and for a release or timeout the mail.routed event it publishes (JSON):
+    # whoever finishes the decision publishes that event, whatever happened to
+    # the certificates since.
     claimed: ReleaseOutcome | None = None
+    claimed_routed: str | None = None
     # The entry's revision in the bucket when it was read; not stored.
     revision: int = field(default=0, compare=False)
 
@@ -117,49 +123,53 @@ class HoldQueue:
         """Release or time out each held copy that can be; return how many."""
         released = 0
         for copy in await self.entries():
-            if await self.release(copy, replan, now or datetime.now(UTC)):
+            outcome = await self.release(copy, replan, now or datetime.now(UTC))
+            if outcome not in (None, TAKEN):
                 released += 1
         return released
 
     async def release(
         self, copy: HeldCopy, replan: Replan, now: datetime
-    ) -> ReleaseOutcome | None:
+    ) -> ReleaseOutcome | Literal["released-meanwhile"] | None:
         """Send the copy on if its certificate exists or its hold timed out.
 
-        Returns the outcome, or None while the copy must still wait or another
-        replica or an operator decided its fate first. The periodic check and
-        the operator's `held release` both come here; a copy claimed by a drop
-        that did not finish is dropped.
+        Returns the outcome; None while the copy must still wait; TAKEN when
+        another replica or an operator decided its fate first. The periodic
+        check and the operator's `held release` both come here. A decision
+        claimed before a crash is carried out as it was prepared.
         """
         if copy.claimed == "dropped":
-            return "dropped" if await self.drop(copy) else None
+            return "dropped" if await self.drop(copy) else TAKEN
         received = MailReceived.decode(copy.received.encode())
-        release_by = datetime.fromisoformat(copy.release_by)
         outcome: ReleaseOutcome
-        if copy.claimed == "timed-out" or (copy.claimed is None and now >= release_by):
-            routed = MailRouted.create(
-                cause=received,
-                key=f"{copy.plan_id}/release",
-                plan_id=copy.plan_id,
-                group=copy.group,
-                groups=copy.groups,
-                sender=received.sender,
-                recipients=(copy.recipient,),
-                action="bounce",
-                reason=f"held until {copy.release_by} and still {copy.reason}",
-                status="5.7.1",
-                body=received.body,
-            )
-            outcome = "timed-out"
+        if copy.claimed is not None and copy.claimed_routed is not None:
+            outcome = copy.claimed
+            routed = MailRouted.decode(copy.claimed_routed.encode())
         else:
-            narrowed = received.model_copy(update={"recipients": (copy.recipient,)})
-            planned = await replan(narrowed, copy)
-            if planned is None:
-                return None
-            routed = planned
-            outcome = "certificate-imported"
-        if not await self._claim(copy, outcome):
-            return None
+            if now >= datetime.fromisoformat(copy.release_by):
+                routed = MailRouted.create(
+                    cause=received,
+                    key=f"{copy.plan_id}/release",
+                    plan_id=copy.plan_id,
+                    group=copy.group,
+                    groups=copy.groups,
+                    sender=received.sender,
+                    recipients=(copy.recipient,),
+                    action="bounce",
+                    reason=f"held until {copy.release_by} and still {copy.reason}",
+                    status="5.7.1",
+                    body=received.body,
+                )
+                outcome = "timed-out"
+            else:
+                narrowed = received.model_copy(update={"recipients": (copy.recipient,)})
+                planned = await replan(narrowed, copy)
+                if planned is None:
+                    return None
+                routed = planned
+                outcome = "certificate-imported"
+            if not await self._claim(copy, outcome, routed):
+                return TAKEN
         await self._publish_released(received, copy, outcome)
         await self.runtime.publish(routed)
         await self._forget(copy)
@@ -194,14 +204,23 @@ class HoldQueue:
         log.info("dropped held copy %s at the operator's request", copy.plan_id)
         return True
 
-    async def _claim(self, copy: HeldCopy, outcome: ReleaseOutcome) -> bool:
-        """Record `outcome` in the entry unless someone changed it since it was read."""
-        if copy.claimed == outcome:
-            return True  # claimed before a crash: finish the same decision
-        if copy.claimed is not None:
-            return False
+    async def _claim(
+        self, copy: HeldCopy, outcome: ReleaseOutcome, routed: MailRouted | None = None
+    ) -> bool:
+        """Record `outcome` in the entry unless someone changed it since it was read.
+
+        A drop claimed before a crash is finished again. A claim that prepared
+        its events is someone else's decision. One that prepared none (written
+        by an earlier version) published nothing of them yet and is taken over.
+        """
+        if copy.claimed == "dropped" or copy.claimed_routed is not None:
+            return copy.claimed == outcome == "dropped"
         kv = await self.kv()
-        claimed = replace(copy, claimed=outcome)
+        claimed = replace(
+            copy,
+            claimed=outcome,
+            claimed_routed=routed.encode().decode() if routed is not None else None,
+        )
         try:
             await kv.update(copy.plan_id, claimed.encode(), last=copy.revision)
         except (KeyWrongLastSequenceError, KeyNotFoundError):

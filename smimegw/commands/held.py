@@ -40,8 +40,8 @@ def _describe(result: dict[str, Any]) -> str:
         return f"dropped {copy}: the sender gets a bounce"
     if outcome == "released-meanwhile":
         return (
-            f"{copy} was not dropped: it was released or dropped meanwhile; "
-            f"`smimegw trace {result['queue_id']}` shows what happened"
+            f"{copy} was released or dropped meanwhile, by another request or "
+            f"replica; `smimegw trace {result['queue_id']}` shows what happened"
         )
     waits_for = result["waits_for"]
     fix = (
@@ -64,8 +64,8 @@ def cmd_release(args: argparse.Namespace) -> int:
         print(json.dumps(results, indent=2))
     else:
         print("\n".join(_describe(result) for result in results))
-    still_held = any(result["outcome"] == "still-held" for result in results)
-    return 1 if still_held else 0
+    done = ("certificate-imported", "timed-out")
+    return 0 if all(result["outcome"] in done for result in results) else 1
 
 
 def cmd_drop(args: argparse.Namespace) -> int:

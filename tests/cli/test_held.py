@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from services.policy.handlers import PolicyHandlers
+from services.policy.hold import TAKEN
 from services.policy.service import PolicyService
 from smimegw.service import SERVICE_NAMES
 from tests.cli.conftest import Cli
@@ -200,7 +201,7 @@ async def test_release_and_drop_of_one_copy_cannot_both_happen(
 
     assert await policy.holds.drop(read_by_operator)
     now = datetime.now(UTC)
-    assert await policy.holds.release(read_by_check, policy.replan, now) is None
+    assert await policy.holds.release(read_by_check, policy.replan, now) == TAKEN
 
     (dsn,) = await outgoing.sink.wait_for(1, timeout=30)
     assert dsn.recipients == ["alice@example.com"]

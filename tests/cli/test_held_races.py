@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from services.policy.hold import HeldCopy, HoldQueue
+from services.policy.hold import TAKEN, HeldCopy, HoldQueue
 from tests.cli.conftest import Cli
 from tests.cli.test_held import (  # noqa: F401 (the fixtures)
     TEXT,
@@ -99,9 +99,9 @@ async def test_timeout_racing_certificate_import(
         policy.holds.release(copy, policy.replan, datetime.now(UTC)),
     )
     outcomes = [expiring, releasing]
-    assert outcomes.count(None) == 1
-    assert expiring in ("timed-out", None)
-    assert releasing in ("certificate-imported", None)
+    assert outcomes.count(TAKEN) == 1
+    assert expiring in ("timed-out", TAKEN)
+    assert releasing in ("certificate-imported", TAKEN)
 
     (arrived,) = await outgoing.sink.wait_for(1, timeout=30)
     if expiring == "timed-out":
@@ -112,12 +112,6 @@ async def test_timeout_racing_certificate_import(
     assert len(outgoing.sink.messages) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="HoldQueue.release returns None both while a copy waits and when "
-    "another replica claimed it first, so `held release` reports a dropped "
-    "copy as still held and exits 1",
-)
 async def test_release_racing_a_drop_reports_it(
     smimegw: Cli,  # noqa: F811
     outgoing: Outgoing,  # noqa: F811
@@ -142,12 +136,6 @@ async def test_release_racing_a_drop_reports_it(
     assert "released or dropped meanwhile" in result.out
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a copy claimed as certificate-imported whose certificate is gone "
-    "(crash after the claim, then the certificate deleted or expired) is never "
-    "released, never times out and cannot be dropped",
-)
 async def test_claimed_release_without_certificate_times_out(
     smimegw: Cli,  # noqa: F811
     outgoing: Outgoing,  # noqa: F811

@@ -14,6 +14,9 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from opentelemetry.trace import Span, SpanKind
 
 from schemas import ClientInfo, MailReceived
+from services.crypto.mime.errors import MimeLimitError
+from services.crypto.mime.headers import parse_header_block
+from services.crypto.mime.limits import MAX_HEADER_FIELDS
 from smimegw import metrics
 from smimegw.ids import new_queue_id
 from smimegw.logs import message_context
@@ -29,6 +32,11 @@ REPLY_TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"
 REPLY_NUL = (
     "554 5.6.0 Message contains NUL bytes, which RFC 5322 does not allow; "
     "send binary content base64-encoded"
+)
+# RFC 3463 X.3.4: the message is too big for the system, here its header.
+REPLY_HEADER_TOO_LARGE = (
+    "552 5.3.4 Message header exceeds {limit} (at most {maximum}); "
+    "send it with fewer or shorter header fields"
 )
 
 
@@ -130,6 +138,16 @@ class IngressHandler:
         if b"\x00" in content:
             log.info("rejected a message with NUL bytes from %s", _peer_ip(session))
             return REPLY_NUL
+        oversized = _header_over_limits(content)
+        if oversized is not None:
+            log.info(
+                "rejected a message whose header exceeds %s from %s",
+                oversized.limit,
+                _peer_ip(session),
+            )
+            return REPLY_HEADER_TOO_LARGE.format(
+                limit=oversized.limit, maximum=oversized.maximum
+            )
         queue_id = new_queue_id()
         span.set_attribute("smimegw.queue_id", queue_id)
         self.in_flight += 1
@@ -281,3 +299,19 @@ def _header_section_size(content: bytes, prefix: int) -> int | None:
     if not ends:
         return None
     return prefix + min(ends)
+
+
+def _header_over_limits(content: bytes) -> MimeLimitError | None:
+    """Return the limit that the header section exceeds, or None.
+
+    The crypto service refuses such a message as hostile; refused here, the
+    client gets the reply, instead of a message accepted and then parked. The
+    Received field that ingress adds counts as one more field.
+    """
+    try:
+        block = parse_header_block(content)
+    except MimeLimitError as err:
+        return err
+    if len(block.fields) >= MAX_HEADER_FIELDS:
+        return MimeLimitError("header fields", MAX_HEADER_FIELDS - 1, "")
+    return None

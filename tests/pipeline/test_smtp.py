@@ -156,6 +156,23 @@ async def test_nul_bytes_rejected(gateway: Gateway) -> None:
     assert not any(gateway.settings.delivery.outbox_dir.glob("*.eml"))
 
 
+async def test_too_many_header_fields_rejected(gateway: Gateway) -> None:
+    """Crypto refuses over 1000 fields as hostile, so ingress refuses them first.
+
+    The Received field that ingress adds is one of the 1000.
+    """
+    fields = b"".join(b"X-Field-%d: value\r\n" % i for i in range(1000))
+    reply = await transaction(gateway, fields + b"\r\nbody\r\n")
+    assert reply.startswith("552 5.3.4")
+    assert "header fields (at most 999)" in reply
+    assert not any(gateway.settings.delivery.outbox_dir.glob("*.eml"))
+
+    reply = await transaction(
+        gateway, fields[: fields.index(b"X-Field-999")] + b"\r\nbody"
+    )
+    assert reply.startswith("250 2.0.0 Ok: queued as ")
+
+
 async def test_bare_lf_carried_unchanged(gateway: Gateway) -> None:
     body = b"Subject: lf\n\nline one\nline two\n\nlast line"
     reply = await transaction(gateway, body)

@@ -53,10 +53,10 @@ def _headers(bench_id: str, sender: str, recipients: list[str], subject: str) ->
     # Every recipient in To, one per folded line: a recipient missing from the
     # header fields is a Bcc recipient, and the gateway encrypts a separate
     # copy for each of those.
-    shown = ",\r\n ".join(recipients)
+    to_field = ",\r\n ".join(recipients)
     return (
         f"From: <{sender}>\r\n"
-        f"To: {shown}\r\n"
+        f"To: {to_field}\r\n"
         f"Subject: {subject}\r\n"
         f"Date: {format_datetime(datetime.now(UTC))}\r\n"
         f"Message-ID: <{bench_id}@bench.smimegw.localhost>\r\n"

@@ -102,9 +102,9 @@ class Runtime:
             connect_timeout=max(1, int(settings.nats.connect_timeout.total_seconds())),
             graceful_timeout=30.0,
             logger=logging.getLogger(f"smimegw.{service}.faststream"),
-            # FastStream logs "Received" and "Processed" for every message at
-            # this level; the services log each outcome themselves with the
-            # ids that matter, so per-message lines are debug output.
+            # The level of FastStream's "Received" and "Processed" lines, one
+            # pair per bus message. Each service logs its own outcome, with
+            # the ids that matter.
             log_level=logging.DEBUG,
             # Handlers take the bus message as it is (see consume). With
             # FastStream's dependency injection on, resolving the message

@@ -31,10 +31,9 @@ from smimegw.settings import Settings
 REPO = Path(__file__).resolve().parent.parent
 
 
-# Ports handed out in this process. Asking the kernel for port 0 twice can
-# return the same port, and a port from the ephemeral range can be taken by an
-# outgoing connection before the server binds it; drawing below that range and
-# never twice closes both races.
+# Ports handed out in this process. Binding port 0 twice can return the same
+# port, and an outgoing connection can take a port of the ephemeral range
+# before the server binds it. Ports come from below that range, never twice.
 _HANDED_OUT: set[int] = set()
 _PORT_RANGE = (20000, 32000)
 

@@ -303,7 +303,7 @@ class ConnectionCache:
 
 
 async def _finish(client: StreamingSMTP) -> None:
-    """QUIT when the session still answers; close the socket in any case."""
+    """Send QUIT if the session is still connected, then close the socket."""
     try:
         if client.is_connected:
             with contextlib.suppress(aiosmtplib.SMTPException, OSError, TimeoutError):

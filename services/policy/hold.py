@@ -2,14 +2,14 @@
 
 A held copy is an entry in the `held` bucket: the received event, the held
 recipient and the plan's place among the message's plans. Every policy replica
-checks the bucket periodically. Whoever decides a copy's fate (a release, a
-timeout, an operator's drop) first claims the entry by writing the decision to
-it with compare-and-set on its revision, so a release and a drop racing each
-other cannot both happen. The events, with ids derived from the plan, are
-published after the claim and before the entry is deleted: a crash in between
-leaves the claimed entry, and the next check carries out the same decision
-again, with the same event ids, which JetStream deduplicates. An operator
-lists, releases and drops held copies with `smimegw held`.
+checks the bucket periodically. A release, a timeout or an operator's drop
+first claims the entry: it writes the decision into it with compare-and-set on
+its revision, so a release and a drop that race cannot both happen. The events,
+with ids derived from the plan, are published after the claim and before the
+entry is deleted. After a crash in between, the next check finds the claim and
+carries out the same decision with the same event ids, which JetStream
+deduplicates. An operator lists, releases and drops held copies with
+`smimegw held`.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ log = logging.getLogger("smimegw.policy")
 
 
 ReleaseOutcome = Literal["certificate-imported", "timed-out", "dropped"]
-# What release and drop return when another replica or request decided first.
+# The result of release when another replica or request decided first.
 TAKEN: Final = "released-meanwhile"
 
 
@@ -58,10 +58,10 @@ class HeldCopy:
     # can help (no From, or an envelope sender other than From) and for copies
     # held before the field existed.
     waits_for: str | None = None
-    # The decision claimed for this copy, carried out but maybe not finished,
-    # and for a release or timeout the mail.routed event it publishes (JSON):
-    # whoever finishes the decision publishes that event, whatever happened to
-    # the certificates since.
+    # The decision claimed for this copy, carried out but maybe not finished.
+    # For a release or a timeout, also the mail.routed event it publishes
+    # (JSON), so the replica that finishes it publishes that same event even
+    # if a certificate was deleted since.
     claimed: ReleaseOutcome | None = None
     claimed_routed: str | None = None
     # The entry's revision in the bucket when it was read; not stored.

@@ -187,10 +187,8 @@ def policy_of(outgoing: Outgoing) -> PolicyHandlers:
     return service.handlers
 
 
-async def test_release_and_drop_of_one_copy_cannot_both_happen(
-    smimegw: Cli, outgoing: Outgoing
-) -> None:
-    """Whoever claims the copy first decides; the other one finds it taken."""
+async def test_release_after_drop_is_taken(smimegw: Cli, outgoing: Outgoing) -> None:
+    """The first claim decides the copy; a later release finds it taken."""
     queue_id = await outgoing.send(["eve@example.com"], TEXT)
     await held_copies(smimegw, 1)
     policy = policy_of(outgoing)

@@ -77,7 +77,9 @@ class HeldCopy:
         return cls(**json.loads(data), revision=revision)
 
 
-# RFC 3463 X.7.1, delivery not authorized: the operator refused this copy.
+# RFC 3463 X.7.1, delivery not authorized: no usable certificate arrived in
+# time, or the operator refused this copy.
+TIMED_OUT_STATUS = "5.7.1"
 DROPPED_STATUS = "5.7.1"
 
 # Given the received event narrowed to one recipient, return the plan that can
@@ -147,18 +149,12 @@ class HoldQueue:
             routed = MailRouted.decode(copy.claimed_routed.encode())
         else:
             if now >= datetime.fromisoformat(copy.release_by):
-                routed = MailRouted.create(
-                    cause=received,
-                    key=f"{copy.plan_id}/release",
-                    plan_id=copy.plan_id,
-                    group=copy.group,
-                    groups=copy.groups,
-                    sender=received.sender,
-                    recipients=(copy.recipient,),
-                    action="bounce",
-                    reason=f"held until {copy.release_by} and still {copy.reason}",
-                    status="5.7.1",
-                    body=received.body,
+                routed = _bounce(
+                    received,
+                    copy,
+                    "release",
+                    f"held until {copy.release_by} and still {copy.reason}",
+                    TIMED_OUT_STATUS,
                 )
                 outcome = "timed-out"
             else:
@@ -186,18 +182,12 @@ class HoldQueue:
         received = MailReceived.decode(copy.received.encode())
         await self._publish_released(received, copy, "dropped")
         await self.runtime.publish(
-            MailRouted.create(
-                cause=received,
-                key=f"{copy.plan_id}/drop",
-                plan_id=copy.plan_id,
-                group=copy.group,
-                groups=copy.groups,
-                sender=received.sender,
-                recipients=(copy.recipient,),
-                action="bounce",
-                reason=f"dropped by operator while held: {copy.reason}",
-                status=DROPPED_STATUS,
-                body=received.body,
+            _bounce(
+                received,
+                copy,
+                "drop",
+                f"dropped by operator while held: {copy.reason}",
+                DROPPED_STATUS,
             )
         )
         await self._forget(copy)
@@ -251,6 +241,25 @@ class HoldQueue:
         # published again keep their ids, which JetStream deduplicates.
         kv = await self.kv()
         await kv.delete(copy.plan_id)
+
+
+def _bounce(
+    received: MailReceived, copy: HeldCopy, step: str, reason: str, status: str
+) -> MailRouted:
+    """Build the plan that bounces the held copy, with an id derived from `step`."""
+    return MailRouted.create(
+        cause=received,
+        key=f"{copy.plan_id}/{step}",
+        plan_id=copy.plan_id,
+        group=copy.group,
+        groups=copy.groups,
+        sender=received.sender,
+        recipients=(copy.recipient,),
+        action="bounce",
+        reason=reason,
+        status=status,
+        body=received.body,
+    )
 
 
 async def run_checks(

@@ -12,6 +12,7 @@ behind it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -175,22 +176,26 @@ class Runtime:
             self.metrics_server = None
         self.tracer_provider.shutdown()
 
-    async def connect(self, stop: asyncio.Event | None = None) -> None:
+    async def connect(self, stop: asyncio.Event | None = None) -> bool:
         """Connect and provision, retrying while the broker is not ready yet.
 
         In a cluster, JetStream serves no API request while a restarted node
         rejoins and a meta leader is elected, so provisioning is retried as
-        well; readiness stays 503 meanwhile.
+        well; readiness stays 503 meanwhile. Returns False, connected or not,
+        when `stop` is set first: a service asked to stop while NATS is
+        unreachable must exit rather than wait for it.
         """
+        stopping = asyncio.Event() if stop is None else stop
         delay = 0.2
         connected = False
         while True:
             try:
                 if not connected:
-                    await self.broker.connect()
+                    if not await self._open_connection(stopping):
+                        return False
                     connected = True
                 await streams.provision(self.js, self.settings)
-                return
+                return True
             except (
                 NoServersError,
                 NoRespondersError,
@@ -198,8 +203,6 @@ class Runtime:
                 OSError,
                 TimeoutError,
             ) as err:
-                if stop is not None and stop.is_set():
-                    raise
                 log.warning(
                     "NATS at %s not %s (%s); retrying in %.1f s",
                     self.nats_url,
@@ -207,8 +210,47 @@ class Runtime:
                     type(err).__name__,
                     delay,
                 )
-                await asyncio.sleep(delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stopping.wait(), delay)
+                if stopping.is_set():
+                    return False
                 delay = min(delay * 2, 5.0)
+
+    async def _open_connection(self, stop: asyncio.Event) -> bool:
+        """Connect the broker, logging while it waits; False when `stop` comes first.
+
+        With unlimited reconnect attempts, nats-py's first connect retries an
+        unreachable server forever without raising, so the wait is bounded
+        here by `stop` alone, and each period without a connection is logged.
+        """
+        connecting = asyncio.ensure_future(self.broker.connect())
+        stopped = asyncio.ensure_future(stop.wait())
+        waited = 0.0
+        period = 5.0
+        try:
+            while not connecting.done():
+                done, _ = await asyncio.wait(
+                    {connecting, stopped},
+                    timeout=period,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                if stopped in done and not connecting.done():
+                    return False
+                if not done:
+                    waited += period
+                    log.warning(
+                        "NATS at %s not reachable after %.0f s; still trying",
+                        self.nats_url,
+                        waited,
+                    )
+            connecting.result()
+            return True
+        finally:
+            stopped.cancel()
+            if not connecting.done():
+                connecting.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await connecting
 
     async def publish(self, event: Event, timeout: float = 10.0) -> None:
         """Publish to the event's stream and wait for JetStream's ack.

@@ -66,7 +66,11 @@ async def serve(
         await health.start()
     try:
         runtime.start_metrics()
-        await runtime.connect(stop)
+        if not await runtime.connect(stop):
+            log.info("%s stopped before NATS at %s was ready", name, runtime.nats_url)
+            if runtime.connected:
+                await runtime.nc.close()
+            return
         await runtime.broker.start()
         await service.start()
         log.info("%s started", name)

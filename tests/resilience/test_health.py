@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 from pathlib import Path
 
 import nats
@@ -14,7 +15,13 @@ from services.policy.handlers import PolicyHandlers
 from smimegw.ids import new_queue_id
 from smimegw.runtime import Attempt
 from tests.conftest import gateway_settings
-from tests.harness import Gateway, NatsServer, free_port, wait_until
+from tests.harness import (
+    Gateway,
+    NatsServer,
+    free_port,
+    service_process,
+    wait_until,
+)
 from tests.resilience.test_parking import received_without_body
 
 
@@ -105,3 +112,38 @@ async def test_ready_is_503_while_draining(
         release.set()
         await nc.close()
         await gateway.stop()
+
+
+async def test_sigterm_stops_a_service_that_waits_for_nats(tmp_path: Path) -> None:
+    """A service started while NATS is unreachable exits on SIGTERM, at once.
+
+    nats-py's first connect retries forever when reconnects are unlimited; a
+    container platform would otherwise have to kill the process.
+    """
+    port = free_port()
+    settings = gateway_settings(tmp_path, health={"listen": f"127.0.0.1:{port}"})
+    config = tmp_path / "gw.toml"
+    config.write_text(
+        f'data_dir = "{settings.data_dir}"\n[health]\nlisten = "127.0.0.1:{port}"\n'
+    )
+    # Nothing listens on this port: the server never starts.
+    process = service_process("policy", config, f"nats://127.0.0.1:{free_port()}")
+    try:
+
+        async def live() -> bool:
+            try:
+                status, _ = await http_get(port, "/healthz")
+            except OSError:
+                return False
+            return status == 200
+
+        await wait_until(live, timeout=30)
+        status, _ = await http_get(port, "/readyz")
+        assert status == 503
+        process.send_signal(signal.SIGTERM)
+        code = await asyncio.to_thread(process.wait, 15)
+        assert code == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

@@ -134,7 +134,8 @@ def _body_key(plan_id: str, attempt: Attempt) -> str:
     earlier attempt's. The body store deduplicates chunks by key and index: under
     one key, the chunks of an attempt that stored its result but failed to publish
     it would stay, and the retry's reference would not match them. The stream
-    sequence tells a redelivery from a parked message sent back with `parked retry`.
+    sequence separates a redelivery from a parked message sent back with
+    `parked retry`.
     NOTE: the body of the attempt whose mail.processed was not used stays in
     BODIES, since no event refers to it.
     """

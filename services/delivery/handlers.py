@@ -164,11 +164,11 @@ class DeliveryHandlers:
         key = event.event_id
         message: bytes | None = None
         if attempt.number == 1:
-            # A first attempt almost always finds no state and needs the body:
-            # both requests go to the server together. The body may be released
-            # already when the event was published twice and its first copy
-            # finished; the state then says so. A redelivery reads the state
-            # first.
+            # A first attempt almost always finds no state and needs the body,
+            # so both requests go to the server together. If the event was
+            # published twice and its first copy finished, the body is released
+            # and the state records every recipient as done. A redelivery reads
+            # the state first.
             state, message = await asyncio.gather(
                 self.load_state(key), self._body_if_stored(event.body)
             )
@@ -224,9 +224,9 @@ class DeliveryHandlers:
     async def _last_plan(self, event: MailProcessed, original: str) -> bool:
         """Count this plan as finished; return whether every plan of the message is.
 
-        The last one releases the received body. The count lives in the bucket,
-        updated by compare-and-set, so replicas finishing plans of the same
-        message at once never lose an update.
+        The last one releases the received body. The count lives in the bucket
+        and is updated by compare-and-set with a retry on conflict, so replicas
+        that finish plans of one message at once do not lose an update.
         """
         kv = await self.kv()
         key = f"plans-{original}"
@@ -359,8 +359,8 @@ class DeliveryHandlers:
         """Queue a DSN for each bounce that has none yet, unless the sender is null.
 
         Each build of a DSN has its own Date and Message-ID, so each attempt
-        stores it under a key of its own: the body store keeps the first chunks
-        stored under a key, which would not match a later attempt's reference.
+        stores it under a key of its own. Under one key, the body store keeps
+        the chunks stored first, which would not match a later attempt's body.
         """
         for outcome in state.outcomes:
             queue_id = _dsn_queue_id(event, outcome)

@@ -25,7 +25,7 @@ class PolicyHandlers:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.internal_domains = frozenset(runtime.settings.internal_domains)
-        self.holds = HoldQueue(runtime)
+        self.hold_queue = HoldQueue(runtime)
         self.partners = PartnerStore(runtime)
         # Set by the service once the configuration is loaded.
         self.follower: ConfigFollower | None = None
@@ -101,7 +101,7 @@ class PolicyHandlers:
         assert group.profile is not None
         timeout = timedelta(seconds=group.profile.hold_timeout)
         release_by = event.time + timeout
-        await self.holds.hold(
+        await self.hold_queue.hold(
             HeldCopy(
                 plan_id=plan_id,
                 group=index,
@@ -143,8 +143,8 @@ class PolicyHandlers:
 class HeldCommands:
     """The `smimegw held` commands: list, release and drop held copies."""
 
-    def __init__(self, holds: HoldQueue, replan: Replan) -> None:
-        self.holds = holds
+    def __init__(self, hold_queue: HoldQueue, replan: Replan) -> None:
+        self.hold_queue = hold_queue
         self.replan = replan
 
     def handlers(self) -> dict[str, Handler]:
@@ -155,21 +155,23 @@ class HeldCommands:
         }
 
     async def held_list(self, command: HeldList) -> CommandReply:
-        views = [held_view(copy) for copy in await self.holds.entries()]
+        views = [held_view(copy) for copy in await self.hold_queue.entries()]
         views.sort(key=lambda view: (view["since"], view["plan_id"]))
         return CommandReply(ok=True, result=views)
 
     async def held_release(self, command: HeldRelease) -> CommandReply:
         results = []
         for copy in await self._select(command.queue_id, command.recipient):
-            outcome = await self.holds.release(copy, self.replan, datetime.now(UTC))
+            outcome = await self.hold_queue.release(
+                copy, self.replan, datetime.now(UTC)
+            )
             results.append({**held_view(copy), "outcome": outcome or "still-held"})
         return CommandReply(ok=True, result=results)
 
     async def held_drop(self, command: HeldDrop) -> CommandReply:
         results = []
         for copy in await self._select(command.queue_id, command.recipient):
-            dropped = await self.holds.drop(copy)
+            dropped = await self.hold_queue.drop(copy)
             outcome = "dropped" if dropped else "released-meanwhile"
             results.append({**held_view(copy), "outcome": outcome})
         return CommandReply(ok=True, result=results)
@@ -178,7 +180,7 @@ class HeldCommands:
         """Return the held copies of one message, or of one of its recipients."""
         selected = [
             copy
-            for copy in await self.holds.entries()
+            for copy in await self.hold_queue.entries()
             if _queue_id_of(copy) == queue_id
             and (
                 recipient is None
@@ -186,10 +188,10 @@ class HeldCommands:
             )
         ]
         if not selected:
-            whom = f" for {recipient}" if recipient else ""
+            for_recipient = f" for {recipient}" if recipient else ""
             raise CommandRejected(
                 "not-found",
-                f"no copy of message {queue_id}{whom} is held; "
+                f"no copy of message {queue_id}{for_recipient} is held; "
                 "`smimegw held list` shows the held copies",
             )
         return sorted(selected, key=lambda copy: copy.plan_id)

@@ -31,7 +31,7 @@ class PolicyService:
         await self.follower.start()
         self.handlers.follower = self.follower
         config = PolicyConfig(self.runtime, self.follower)
-        held = HeldCommands(self.handlers.holds, self.handlers.replan)
+        held = HeldCommands(self.handlers.hold_queue, self.handlers.replan)
         self.commands = CommandServer(
             self.runtime,
             self.follower,
@@ -41,7 +41,7 @@ class PolicyService:
         await self.commands.start()
         self.hold_task = asyncio.create_task(
             run_checks(
-                self.handlers.holds,
+                self.handlers.hold_queue,
                 self.handlers.replan,
                 self.runtime.settings.policy.hold_check_interval,
                 self.stopping,

@@ -59,25 +59,28 @@ def cmd_release(args: argparse.Namespace) -> int:
     command = HeldRelease(
         command="held.release", queue_id=args.queue_id, recipient=args.recipient
     )
-    results = send(args, POLICY_COMMANDS, command).result
-    if args.json:
-        print(json.dumps(results, indent=2))
-    else:
-        print("\n".join(_describe(result) for result in results))
-    done = ("certificate-imported", "timed-out")
-    return 0 if all(result["outcome"] in done for result in results) else 1
+    return _run(args, command, success=("certificate-imported", "timed-out"))
 
 
 def cmd_drop(args: argparse.Namespace) -> int:
     command = HeldDrop(
         command="held.drop", queue_id=args.queue_id, recipient=args.recipient
     )
+    return _run(args, command, success=("dropped",))
+
+
+def _run(
+    args: argparse.Namespace,
+    command: HeldRelease | HeldDrop,
+    success: tuple[str, ...],
+) -> int:
+    """Send `command`, print each copy's outcome, and exit 1 unless all succeeded."""
     results = send(args, POLICY_COMMANDS, command).result
     if args.json:
         print(json.dumps(results, indent=2))
     else:
         print("\n".join(_describe(result) for result in results))
-    return 0 if all(r["outcome"] == "dropped" for r in results) else 1
+    return 0 if all(result["outcome"] in success for result in results) else 1
 
 
 def register(commands: Any) -> None:

@@ -192,14 +192,14 @@ async def test_release_after_drop_is_taken(smimegw: Cli, outgoing: Outgoing) -> 
     queue_id = await outgoing.send(["eve@example.com"], TEXT)
     await held_copies(smimegw, 1)
     policy = policy_of(outgoing)
-    [read_by_operator] = await policy.holds.entries()
-    [read_by_check] = await policy.holds.entries()
+    [read_by_operator] = await policy.hold_queue.entries()
+    [read_by_check] = await policy.hold_queue.entries()
     eve = await outgoing.admin.external("eve@example.com", outgoing.keys.cert("Eve"))
     assert eve.ok, eve.error
 
-    assert await policy.holds.drop(read_by_operator)
+    assert await policy.hold_queue.drop(read_by_operator)
     now = datetime.now(UTC)
-    assert await policy.holds.release(read_by_check, policy.replan, now) == TAKEN
+    assert await policy.hold_queue.release(read_by_check, policy.replan, now) == TAKEN
 
     (dsn,) = await outgoing.sink.wait_for(1, timeout=30)
     assert dsn.recipients == ["alice@example.com"]
@@ -222,13 +222,13 @@ async def test_claimed_drop_is_finished_by_the_next_check(
     await outgoing.send(["eve@example.com"], TEXT)
     await held_copies(smimegw, 1)
     policy = policy_of(outgoing)
-    [copy] = await policy.holds.entries()
+    [copy] = await policy.hold_queue.entries()
     # The claim is written, then the replica dies before publishing anything.
-    assert await policy.holds._claim(copy, "dropped")
+    assert await policy.hold_queue._claim(copy, "dropped")
     [claimed] = await held_copies(smimegw, 1)
     assert claimed["recipient"] == "eve@example.com"
 
-    assert await policy.holds.check(policy.replan) == 1
+    assert await policy.hold_queue.check(policy.replan) == 1
     (dsn,) = await outgoing.sink.wait_for(1, timeout=30)
     assert b"dropped by operator" in dsn.content
     assert await held_copies(smimegw, 0) == []

@@ -89,14 +89,14 @@ async def test_timeout_racing_certificate_import(
     await outgoing.send(["eve@example.com"], TEXT)
     await held_copies(smimegw, 1)
     policy = policy_of(outgoing)
-    [copy] = await policy.holds.entries()
+    [copy] = await policy.hold_queue.entries()
     eve = await outgoing.admin.external("eve@example.com", outgoing.keys.cert("Eve"))
     assert eve.ok, eve.error
 
     late = datetime.fromisoformat(copy.release_by) + timedelta(seconds=1)
     expiring, releasing = await asyncio.gather(
-        policy.holds.release(copy, policy.replan, late),
-        policy.holds.release(copy, policy.replan, datetime.now(UTC)),
+        policy.hold_queue.release(copy, policy.replan, late),
+        policy.hold_queue.release(copy, policy.replan, datetime.now(UTC)),
     )
     outcomes = [expiring, releasing]
     assert outcomes.count(TAKEN) == 1
@@ -130,7 +130,9 @@ async def test_release_racing_a_drop_reports_it(
         assert await queue.drop(other)
         return await release(queue, copy, *args)
 
-    monkeypatch.setattr(policy.holds, "release", dropped_first.__get__(policy.holds))
+    monkeypatch.setattr(
+        policy.hold_queue, "release", dropped_first.__get__(policy.hold_queue)
+    )
     result = await smimegw("held", "release", queue_id)
     assert "stays held" not in result.out
     assert "released or dropped meanwhile" in result.out
@@ -143,11 +145,11 @@ async def test_claimed_release_without_certificate_times_out(
     await outgoing.send(["eve@example.com"], TEXT)
     await held_copies(smimegw, 1)
     policy = policy_of(outgoing)
-    [copy] = await policy.holds.entries()
+    [copy] = await policy.hold_queue.entries()
     # The claim is written, then the replica dies; Eve has no certificate now.
-    assert await policy.holds._claim(copy, "certificate-imported")
-    [claimed] = await policy.holds.entries()
+    assert await policy.hold_queue._claim(copy, "certificate-imported")
+    [claimed] = await policy.hold_queue.entries()
 
     late = datetime.fromisoformat(copy.release_by) + timedelta(seconds=1)
-    outcome = await policy.holds.release(claimed, policy.replan, late)
+    outcome = await policy.hold_queue.release(claimed, policy.replan, late)
     assert outcome == "timed-out"

@@ -3,10 +3,10 @@
 IncomingProcessor.open decodes the base64 body to DER, decrypts it and verifies the
 signed entity inside. Under tracemalloc, the code that copied the message at each
 step peaked at 4.39 times the size of the received message (an 8 MB body is an
-11 MB message, signed and then encrypted). With the ciphertext read in place, the
-padding cut off by a view and the decrypted entity read inside the message to
-deliver, it peaks at 1.50 times: the decoded DER and the plaintext, or the
-plaintext and the message to deliver.
+11 MB message, signed and then encrypted). Now the ciphertext is read in place,
+the padding is cut off by a view, and the decrypted entity is read inside the
+message to deliver. The peak is 1.50 times: the decoded DER and the plaintext, or
+the plaintext and the message to deliver.
 """
 
 from __future__ import annotations

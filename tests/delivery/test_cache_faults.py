@@ -35,10 +35,12 @@ MESSAGE = b"Subject: x\r\n\r\n" + b"line of the body\r\n" * 4000
 class ScriptedServer:
     """An SMTP server whose `fault` hits the `on`-th transaction of a connection.
 
-    Faults: "mail-421" and "mail-554" are the replies to MAIL; "drop-in-data" closes the
-    connection after a part of the DATA payload; "refuse-second" refuses the
-    second RCPT with 550; "hold-data" waits for `release` before the DATA reply;
-    "mute-quit" never replies to QUIT.
+    Faults:
+    - "mail-421" and "mail-554": the reply to MAIL.
+    - "drop-in-data": the connection closes after a part of the DATA payload.
+    - "refuse-second": the second RCPT gets 550.
+    - "hold-data": the DATA reply waits for `release`.
+    - "mute-quit": QUIT gets no reply.
     """
 
     fault: str = ""

@@ -108,9 +108,9 @@ async def test_disabled_cache_keeps_nothing(sink: SinkServer) -> None:
 class OneShotServer:
     """An SMTP server that ends every connection after one transaction.
 
-    `farewell` is what it does after the DATA reply: "close" drops the
-    connection at once, "421" answers the next command with 421 and closes, as
-    a server that ends idle sessions does.
+    `farewell` is what it does after the DATA reply. "close" drops the
+    connection at once. "421" replies 421 to the next command and closes, as a
+    server that ends idle sessions does.
     """
 
     farewell: str

@@ -2,8 +2,8 @@
 
 Handlers take the bus message from FastStream's context, not as an argument.
 With many messages in flight at once, each call must see the event of the bus
-message it acks, RetryLater must bring the same event back as attempt 2, and
-bytes that are no event must be parked once without reaching the handler.
+message it acks. RetryLater must bring the same event back as attempt 2. Bytes
+that are not an event must be parked once, without reaching the handler.
 """
 
 from __future__ import annotations
